@@ -1,0 +1,92 @@
+"""Celery bound to the Flask app: the `make_celery` helper and the task base class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import Ignore
+from flask import Flask
+
+from backend.records import TaskRecords
+
+PROGRESS = "PROGRESS"
+
+
+class JobTask(Task):
+    """Base class of every task: task records, progress and cooperative cancel.
+
+    `records` is set by make_celery on the app's subclass.
+    """
+
+    abstract = True
+    records: TaskRecords
+
+    def apply_async(self, args=None, kwargs=None, task_id=None, **options):
+        """Publish, with the task's record written first.
+
+        The record makes the id known (QUEUED) before any worker can see the
+        message; if publishing fails it is removed again, so a failed submit
+        leaves nothing behind.
+        """
+        if self.app.conf.task_always_eager:
+            return super().apply_async(args, kwargs, task_id=task_id, **options)
+        from celery.utils import uuid
+
+        task_id = task_id or uuid()
+        self.records.create(task_id, self.name)
+        try:
+            return super().apply_async(args, kwargs, task_id=task_id, **options)
+        except BaseException:
+            self.records.delete(task_id)
+            raise
+
+    def begin(self) -> None:
+        """Called by the worker before run(): stop here if cancelled while queued."""
+        if not self.records.start_unless_cancelled(self.request.id, self.name):
+            self.end_revoked("cancelled before it started")
+
+    def report_progress(self, current: int, total: int, message: str = "") -> None:
+        if self._runs_in_worker():
+            self.update_state(
+                state=PROGRESS, meta={"current": current, "total": total, "message": message}
+            )
+
+    def raise_if_cancelled(self) -> None:
+        """Cooperative cancel: long tasks call this between steps."""
+        if self._runs_in_worker() and self.records.is_cancel_requested(self.request.id):
+            self.end_revoked("cancelled by request")
+
+    def end_revoked(self, reason: str) -> None:
+        self.backend.mark_as_revoked(self.request.id, reason, request=self.request)
+        # Ignore: the REVOKED state just stored is final; Celery must not overwrite it.
+        raise Ignore(reason)
+
+    def _runs_in_worker(self) -> bool:
+        request = self.request
+        return request.id is not None and not request.called_directly and not request.is_eager
+
+
+def make_celery(app: Flask) -> Celery:
+    """Create the Celery app for a Flask app: config from app.config["CELERY"],
+    every task run inside app.app_context(), stored in app.extensions["celery"]."""
+
+    class FlaskTask(JobTask):
+        records = app.extensions["task_records"]
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with app.app_context():
+                if self._runs_in_worker():
+                    self.begin()
+                    try:
+                        return self.run(*args, **kwargs)
+                    finally:
+                        self.records.refresh(self.request.id)
+                return self.run(*args, **kwargs)
+
+    celery = Celery(app.import_name, task_cls=FlaskTask)
+    celery.config_from_object(app.config["CELERY"])
+    # @shared_task binds to the default app; tasks never import the Flask app.
+    celery.set_default()
+    app.extensions["celery"] = celery
+    return celery

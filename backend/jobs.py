@@ -1,0 +1,146 @@
+"""The service layer: submit, look up and cancel tasks. Routes and tests use it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from celery import Celery
+from flask import current_app
+from pydantic import BaseModel, ValidationError
+
+from backend.errors import APIError
+from backend.records import TaskRecords
+from backend.registry import PublicTask, public_tasks
+from backend.schemas import FINAL_STATES, Progress, TaskError, TaskStatus
+
+KNOWN_STATES = frozenset({"STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED"})
+
+
+def _celery() -> Celery:
+    return current_app.extensions["celery"]
+
+
+def _records() -> TaskRecords:
+    return current_app.extensions["task_records"]
+
+
+def find_task(name: str) -> PublicTask:
+    task = public_tasks().get(name)
+    if task is None:
+        raise APIError(404, "unknown_task", f"no public task named {name!r}; see GET /tasks")
+    return task
+
+
+def validate_input(model: type[BaseModel], data: Any, *, from_query: bool = False) -> BaseModel:
+    """Validate client input; a 422 naming each bad field otherwise.
+
+    JSON bodies are validated strictly ("5" is not a number); query strings
+    are text by nature, so they are converted.
+    """
+    if not isinstance(data, Mapping):
+        raise APIError(422, "validation_error", "the request body must be a JSON object")
+    try:
+        return model.model_validate(dict(data), strict=not from_query)
+    except ValidationError as exc:
+        details = [
+            {
+                "field": ".".join(str(part) for part in error["loc"]) or None,
+                "message": error["msg"],
+                "type": error["type"],
+            }
+            for error in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        summary = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details)
+        raise APIError(422, "validation_error", summary, details) from None
+
+
+def submit(name: str, data: Any, *, from_query: bool = False) -> str:
+    """Validate the input for the named task and enqueue it; returns the task id.
+
+    Nothing is enqueued unless the input is valid.
+    """
+    task = find_task(name)
+    params = validate_input(task.input_model, data, from_query=from_query)
+    return task.task.apply_async(kwargs=params.model_dump()).id
+
+
+def task_status(task_id: str) -> TaskStatus:
+    record = _records().get(task_id)
+    if record is None:
+        raise APIError(404, "task_not_found", f"no task with id {task_id!r} (never submitted, or expired)")
+    meta = _celery().backend.get_task_meta(task_id)
+    return build_status(task_id, record, meta)
+
+
+def build_status(task_id: str, record: Mapping[str, str], meta: Mapping[str, Any]) -> TaskStatus:
+    state = meta.get("status", "PENDING")
+    payload = meta.get("result")
+    cancelled_before_start = "cancel_requested_at" in record and "started_at" not in record
+    if cancelled_before_start:
+        state = "REVOKED"
+    elif state == "PENDING":
+        state = "STARTED" if "started_at" in record else "QUEUED"
+    elif state not in KNOWN_STATES:
+        state = "STARTED"  # a custom state of a user's task: it is running
+
+    finished_at = None
+    if state in FINAL_STATES:
+        finished_at = _iso(meta.get("date_done")) or record.get("cancel_requested_at")
+    return TaskStatus(
+        task_id=task_id,
+        name=record.get("name") or meta.get("name") or "",
+        state=state,
+        progress=_progress(payload) if state == "PROGRESS" else None,
+        result=payload if state == "SUCCESS" else None,
+        error=_error(payload, state) if state in {"FAILURE", "RETRY", "REVOKED"} else None,
+        submitted_at=record.get("submitted_at"),
+        started_at=record.get("started_at"),
+        finished_at=finished_at,
+    )
+
+
+def cancel(task_id: str) -> TaskStatus:
+    """Cancel a task: a queued one never runs; a running long task stops at its next step."""
+    status = task_status(task_id)
+    if status.state in FINAL_STATES:
+        raise APIError(409, "task_finished", f"task {task_id} already ended in state {status.state}")
+    if _records().request_cancel(task_id):
+        celery = _celery()
+        # Live workers drop the message on receipt without running or reporting STARTED.
+        celery.control.revoke(task_id)
+        celery.backend.mark_as_revoked(task_id, "cancelled before it started")
+    return task_status(task_id)
+
+
+def _progress(payload: Any) -> Progress | None:
+    if not isinstance(payload, Mapping):
+        return None
+    try:
+        current, total = int(payload.get("current", 0)), int(payload.get("total", 0))
+    except (TypeError, ValueError):
+        return None
+    percent = round(100.0 * current / total, 1) if total > 0 else 0.0
+    return Progress(current=current, total=total, percent=percent, message=str(payload.get("message", "")))
+
+
+def _error(payload: Any, state: str) -> TaskError:
+    if isinstance(payload, BaseException):
+        return TaskError(type=type(payload).__name__, message=str(payload))
+    if isinstance(payload, Mapping) and "exc_type" in payload:
+        return TaskError(type=str(payload["exc_type"]), message=str(payload.get("exc_message", "")))
+    return TaskError(type=state.title(), message=str(payload or ""))
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

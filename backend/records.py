@@ -1,0 +1,87 @@
+"""Task records: what Celery's result backend cannot tell us.
+
+Celery reports PENDING both for a queued task and for an id nobody ever
+submitted. A small Redis hash per task (`job:<id>`), written before the
+message is published, tells them apart, and holds the timestamps and the
+cancellation flag. It lives beside the results and expires with them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import redis
+
+KEY_PREFIX = "job:"
+
+# Atomic with the API's cancel: a task either starts or is cancelled first,
+# never both. A record missing (e.g. a task sent by other code) is created so
+# its status can be looked up while it runs.
+_START_UNLESS_CANCELLED = """
+if redis.call('HEXISTS', KEYS[1], 'cancel_requested_at') == 1 then
+  return 0
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'name', ARGV[3])
+end
+redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# Returns 1 when the task had not started yet (so it never will), 0 otherwise.
+_REQUEST_CANCEL = """
+redis.call('HSETNX', KEYS[1], 'cancel_requested_at', ARGV[1])
+if redis.call('HEXISTS', KEYS[1], 'started_at') == 1 then
+  return 0
+end
+return 1
+"""
+
+
+def utcnow_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class TaskRecords:
+    """Reads and writes `job:<id>` hashes with one Redis client."""
+
+    def __init__(self, client: redis.Redis, ttl_seconds: int):
+        self.client = client
+        self.ttl = ttl_seconds
+        self._start = client.register_script(_START_UNLESS_CANCELLED)
+        self._cancel = client.register_script(_REQUEST_CANCEL)
+
+    @staticmethod
+    def key(task_id: str) -> str:
+        return KEY_PREFIX + task_id
+
+    def create(self, task_id: str, name: str) -> None:
+        pipe = self.client.pipeline()
+        pipe.hset(self.key(task_id), mapping={"name": name, "submitted_at": utcnow_iso()})
+        pipe.expire(self.key(task_id), self.ttl)
+        pipe.execute()
+
+    def delete(self, task_id: str) -> None:
+        self.client.delete(self.key(task_id))
+
+    def get(self, task_id: str) -> dict[str, str] | None:
+        raw = self.client.hgetall(self.key(task_id))
+        if not raw:
+            return None
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def start_unless_cancelled(self, task_id: str, name: str) -> bool:
+        """Mark the task started; False if it was cancelled before it started."""
+        return bool(self._start(keys=[self.key(task_id)], args=[utcnow_iso(), self.ttl, name]))
+
+    def request_cancel(self, task_id: str) -> bool:
+        """Flag the task cancelled; True if it had not started (it never will)."""
+        return bool(self._cancel(keys=[self.key(task_id)], args=[utcnow_iso()]))
+
+    def is_cancel_requested(self, task_id: str) -> bool:
+        return bool(self.client.hexists(self.key(task_id), "cancel_requested_at"))
+
+    def refresh(self, task_id: str) -> None:
+        """Keep the record as long as the result it describes."""
+        self.client.expire(self.key(task_id), self.ttl)

@@ -1,0 +1,122 @@
+"""The API blueprint. Routes stay thin: parse, call the service layer, shape the response."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, jsonify, request, url_for
+from spectree import Response, SpecTree
+
+from backend import jobs
+from backend.errors import APIError
+from backend.health import readiness
+from backend.registry import PublicTask, public_tasks
+from backend.schemas import ErrorBody, Health, Readiness, Submitted, TaskList, TaskStatus
+from backend.tasks import AddInput, LongTaskInput
+
+SUBMIT_RESPONSES = {
+    "HTTP_202": Submitted,
+    "HTTP_400": ErrorBody,
+    "HTTP_413": ErrorBody,
+    "HTTP_415": ErrorBody,
+    "HTTP_503": ErrorBody,
+}
+STATUS_RESPONSES = {"HTTP_200": TaskStatus, "HTTP_404": ErrorBody, "HTTP_503": ErrorBody}
+
+
+def json_body() -> Any:
+    """The request's JSON body: {} when empty, 415 when not JSON, 400 when malformed."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return {}
+    if not request.is_json:
+        raise APIError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise APIError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
+def accepted(task_id: str):
+    status_url = url_for("api.task_status", task_id=task_id)
+    response = jsonify(task_id=task_id, state="QUEUED", status_url=status_url)
+    response.status_code = 202
+    response.headers["Location"] = status_url
+    return response
+
+
+def create_blueprint(spec: SpecTree) -> Blueprint:
+    bp = Blueprint("api", __name__)
+
+    def submit_route(rule: str, task: PublicTask, endpoint: str, tags: tuple[str, ...]) -> None:
+        @spec.validate(json=task.input_model, resp=Response(**SUBMIT_RESPONSES), tags=tags, skip_validation=True)
+        def submit_task():
+            return accepted(jobs.submit(task.name, json_body()))
+
+        submit_task.__doc__ = f"Submit `{task.name}`: {task.summary}"
+        bp.add_url_rule(rule, endpoint=endpoint, view_func=submit_task, methods=["POST"])
+
+    registry = public_tasks()
+    for name, task in registry.items():
+        submit_route(f"/tasks/{name}", task, f"submit_{name}", ("tasks",))
+    # The seed's routes: thin aliases over the same submit path.
+    submit_route("/longtask", registry["long_task"], "longtask_post", ("aliases",))
+    submit_route("/add", registry["add"], "add_post", ("aliases",))
+
+    @bp.get("/longtask")
+    @spec.validate(query=LongTaskInput, resp=Response(**SUBMIT_RESPONSES), tags=("aliases",), skip_validation=True)
+    def longtask_get():
+        """Submit `long_task` with its input in the query string (defaults: 10 steps × 1 s)."""
+        return accepted(jobs.submit("long_task", request.args.to_dict(), from_query=True))
+
+    @bp.post("/tasks/<name>")
+    def submit_unknown(name: str):
+        jobs.find_task(name)  # a registered name has its own route; this one is unknown
+
+    @bp.get("/tasks")
+    @spec.validate(resp=Response(HTTP_200=TaskList), tags=("tasks",), skip_validation=True)
+    def list_tasks():
+        """List the public tasks with the JSON Schema of their input."""
+        return jsonify(
+            tasks=[
+                {
+                    "name": task.name,
+                    "summary": task.summary,
+                    "submit_url": url_for(f"api.submit_{task.name}"),
+                    "input_schema": task.input_model.model_json_schema(),
+                }
+                for task in public_tasks().values()
+            ]
+        )
+
+    @bp.get("/status/<task_id>")
+    @spec.validate(resp=Response(**STATUS_RESPONSES), tags=("status",), skip_validation=True)
+    def task_status(task_id: str):
+        """The task's status: the same object in every state; 404 for an unknown or expired id."""
+        return jsonify(jobs.task_status(task_id).model_dump(mode="json"))
+
+    @bp.post("/status/<task_id>/cancel")
+    @spec.validate(
+        resp=Response(HTTP_202=TaskStatus, HTTP_404=ErrorBody, HTTP_409=ErrorBody, HTTP_503=ErrorBody),
+        tags=("status",),
+        skip_validation=True,
+    )
+    def cancel_task(task_id: str):
+        """Cancel: a queued task never runs; a running long task stops at its next step (REVOKED); 409 once ended."""
+        return jsonify(jobs.cancel(task_id).model_dump(mode="json")), 202
+
+    @bp.get("/healthz")
+    @spec.validate(resp=Response(HTTP_200=Health), tags=("health",), skip_validation=True)
+    def healthz():
+        """Liveness: the API process answers."""
+        return jsonify(status="ok")
+
+    @bp.get("/readyz")
+    @spec.validate(resp=Response(HTTP_200=Readiness, HTTP_503=Readiness), tags=("health",), skip_validation=True)
+    def readyz():
+        """Readiness: Redis answers and at least one worker answers a ping; 503 with details otherwise."""
+        ready, checks = readiness()
+        return jsonify(status="ready" if ready else "unavailable", **checks), 200 if ready else 503
+
+    return bp

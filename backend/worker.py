@@ -1,0 +1,10 @@
+"""The worker's entry point: `celery -A backend.worker worker`.
+
+Importing this module builds the app (that is its one job), so the worker runs
+tasks with exactly the API's configuration.
+"""
+
+from backend import create_app
+
+flask_app = create_app()
+celery_app = flask_app.extensions["celery"]

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Start a Celery worker for the job service. Settings come from the environment:
+#   CELERY_CONCURRENCY  pool processes (default: number of CPUs)
+#   CELERY_QUEUES       comma-separated queues to consume (default: celery)
+#   CELERY_LOGLEVEL     debug | info | warning | error (default: info)
+#   CELERY_HOSTNAME     worker name, unique per worker (default: worker@<host>)
+# plus everything config.py reads (REDIS_URL, BROKER_URL, RESULT_BACKEND, APP_ENV, ...).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+args=(
+  --app backend.worker
+  worker
+  --loglevel "${CELERY_LOGLEVEL:-info}"
+  --queues "${CELERY_QUEUES:-celery}"
+  --hostname "${CELERY_HOSTNAME:-worker@%h}"
+)
+if [[ -n "${CELERY_CONCURRENCY:-}" ]]; then
+  args+=(--concurrency "$CELERY_CONCURRENCY")
+fi
+
+# exec: the worker becomes this process, so SIGTERM from a supervisor reaches it.
+exec celery "${args[@]}" "$@"

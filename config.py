@@ -1,0 +1,211 @@
+"""Configuration: one class per environment, every value from the environment.
+
+`APP_ENV` picks the class (development, testing, production). Values are read
+when a config object is built, never at import time, so tests can build one
+from a plain dict. A `.env` file in the project root is read too; the real
+environment wins over it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# A recognisable placeholder: development works out of the box, production refuses it.
+DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me"
+
+# Long tasks must finish below the hard time limit, which must stay below the
+# Redis visibility timeout: otherwise Redis redelivers a message whose task is
+# still running and the task runs twice (celery#5935).
+LONG_TASK_TIME_LIMIT = 3600
+LONG_TASK_SOFT_TIME_LIMIT = 3540
+BROKER_VISIBILITY_TIMEOUT = 7200
+
+
+class ConfigError(RuntimeError):
+    """The configuration is unusable; the message says what to set."""
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+class BaseConfig:
+    """Settings shared by every environment. Uppercase attributes become app.config."""
+
+    ENV_NAME = "base"
+    DEBUG = False
+    TESTING = False
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.SECRET_KEY = environ.get("SECRET_KEY") or DEFAULT_SECRET_KEY
+        self.DEBUG = _bool(environ.get("FLASK_DEBUG"), default=type(self).DEBUG)
+        redis_url = environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+        self.REDIS_URL = redis_url
+        self.BROKER_URL = environ.get("BROKER_URL") or redis_url
+        self.RESULT_BACKEND = environ.get("RESULT_BACKEND") or redis_url
+        # How long results, progress and task records are kept (seconds).
+        self.RESULT_EXPIRES = _int(environ, "RESULT_EXPIRES", 86400)
+        # Seconds before a Redis call gives up: a Redis outage is a fast 503, not a hang.
+        self.REDIS_SOCKET_TIMEOUT = _float(environ, "REDIS_SOCKET_TIMEOUT", 2.0)
+        self.REDIS_CONNECT_TIMEOUT = _float(environ, "REDIS_CONNECT_TIMEOUT", 1.0)
+        # Request bodies above this size are refused with 413.
+        self.MAX_CONTENT_LENGTH = _int(environ, "MAX_CONTENT_LENGTH", 64 * 1024)
+        self.FLOWER_BASIC_AUTH = environ.get("FLOWER_BASIC_AUTH", "")
+        self.FLOWER_URL = environ.get("FLOWER_URL", "http://127.0.0.1:5555")
+        # Seconds /readyz waits for a worker to answer a ping.
+        self.READYZ_PING_TIMEOUT = _float(environ, "READYZ_PING_TIMEOUT", 1.0)
+        self.CELERY = self.celery_settings()
+
+    def celery_settings(self) -> dict[str, Any]:
+        """Celery's settings, new-style lowercase names, each with why it has its value."""
+        socket_options = {
+            "socket_timeout": self.REDIS_SOCKET_TIMEOUT,
+            "socket_connect_timeout": self.REDIS_CONNECT_TIMEOUT,
+        }
+        return {
+            "broker_url": self.BROKER_URL,
+            "result_backend": self.RESULT_BACKEND,
+            # JSON only: a pickle payload in the queue would be code execution.
+            "task_serializer": "json",
+            "result_serializer": "json",
+            "accept_content": ["json"],
+            "result_accept_content": ["json"],
+            # Results expire so Redis memory does not grow without bound.
+            "result_expires": self.RESULT_EXPIRES,
+            # Store the task name and worker with each result: status and Flower show them.
+            "result_extended": True,
+            # Report STARTED, so a running task is not confused with a queued one.
+            "task_track_started": True,
+            # Task events feed Flower's live view; sent-events show queued tasks there too.
+            "worker_send_task_events": True,
+            "task_send_sent_event": True,
+            # Ack after the task ends and requeue it if its worker process dies:
+            # a crash or deploy mid-task does not lose the task.
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            # Long tasks: a worker reserves one message at a time, so queued work
+            # is not stuck behind a busy worker while another one is idle.
+            "worker_prefetch_multiplier": 1,
+            # Hard limit below the visibility timeout (see BROKER_VISIBILITY_TIMEOUT).
+            "task_time_limit": LONG_TASK_TIME_LIMIT,
+            "task_soft_time_limit": LONG_TASK_SOFT_TIME_LIMIT,
+            # On a broker reconnect with late acks, unacked messages come back; cancel
+            # the running copies instead of letting them run twice.
+            "worker_cancel_long_running_tasks_on_connection_loss": True,
+            # Keep retrying the broker when a worker starts before Redis is up.
+            "broker_connection_retry_on_startup": True,
+            # Bounded connect and publish retries: a submit during an outage fails fast.
+            "broker_connection_timeout": self.REDIS_CONNECT_TIMEOUT,
+            "broker_pool_acquire_timeout": self.REDIS_SOCKET_TIMEOUT,
+            "task_publish_retry_policy": {
+                "max_retries": 2,
+                "interval_start": 0,
+                "interval_step": 0.2,
+                "interval_max": 0.5,
+            },
+            "broker_transport_options": {
+                # Redelivery of a message whose worker vanished without acking.
+                # Must exceed the longest task's run time (see task_time_limit).
+                "visibility_timeout": BROKER_VISIBILITY_TIMEOUT,
+                **socket_options,
+            },
+            "redis_socket_timeout": self.REDIS_SOCKET_TIMEOUT,
+            "redis_socket_connect_timeout": self.REDIS_CONNECT_TIMEOUT,
+            "redis_retry_on_timeout": False,
+            # Tasks stay in their queue when routed to one that does not exist yet.
+            "task_create_missing_queues": True,
+        }
+
+    def validate(self) -> None:
+        """Refuse settings that are unsafe for this environment."""
+
+    def to_flask(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in dir(self) if name.isupper()}
+
+
+class DevelopmentConfig(BaseConfig):
+    ENV_NAME = "development"
+
+
+class TestingConfig(BaseConfig):
+    ENV_NAME = "testing"
+    TESTING = True
+
+
+class ProductionConfig(BaseConfig):
+    ENV_NAME = "production"
+
+    def validate(self) -> None:
+        problems = []
+        if self.SECRET_KEY == DEFAULT_SECRET_KEY or len(self.SECRET_KEY) < 32:
+            problems.append(
+                "SECRET_KEY is unset or the development default: set SECRET_KEY to a random "
+                'value of at least 32 characters (python -c "import secrets; print(secrets.token_hex(32))")'
+            )
+        if self.DEBUG:
+            problems.append("FLASK_DEBUG is on: unset FLASK_DEBUG (the debugger runs code for anyone)")
+        user, _, password = self.FLOWER_BASIC_AUTH.partition(":")
+        if not user or not password:
+            problems.append(
+                "FLOWER_BASIC_AUTH is unset: set FLOWER_BASIC_AUTH=user:password "
+                "(Flower can revoke tasks and shut down workers)"
+            )
+        if problems:
+            raise ConfigError("refusing to start in production:\n  - " + "\n  - ".join(problems))
+
+
+CONFIG_CLASSES: dict[str, type[BaseConfig]] = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def read_environment(environ: Mapping[str, str] | None = None, dotenv_path: Path | None = None) -> dict[str, str]:
+    """The process environment over the project's `.env` file (if any)."""
+    path = dotenv_path or PROJECT_ROOT / ".env"
+    values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+    values.update(os.environ if environ is None else environ)
+    return values
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> BaseConfig:
+    """Build and validate the config named by APP_ENV (default: development)."""
+    values = read_environment() if environ is None else dict(environ)
+    name = values.get("APP_ENV") or "development"
+    try:
+        config_class = CONFIG_CLASSES[name]
+    except KeyError:
+        raise ConfigError(f"APP_ENV={name!r} is not one of {', '.join(CONFIG_CLASSES)}") from None
+    config = config_class(values)
+    config.validate()
+    return config
