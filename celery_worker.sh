@@ -7,6 +7,8 @@
 # plus everything config.py reads (REDIS_URL, BROKER_URL, RESULT_BACKEND, APP_ENV, ...).
 set -euo pipefail
 cd "$(dirname "$0")"
+# Use the project's virtualenv (made by `make run` / `make test`) when there is one.
+if [[ -x .venv/bin/celery ]]; then PATH="$PWD/.venv/bin:$PATH"; fi
 
 args=(
   --app backend.worker

@@ -5,6 +5,8 @@
 #   FLOWER_BASIC_AUTH  user:password[,user2:password2]; required when APP_ENV=production
 set -euo pipefail
 cd "$(dirname "$0")"
+# Use the project's virtualenv (made by `make run` / `make test`) when there is one.
+if [[ -x .venv/bin/celery ]]; then PATH="$PWD/.venv/bin:$PATH"; fi
 
 args=(
   --app backend.worker
