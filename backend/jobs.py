@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -15,6 +16,8 @@ from backend.records import TaskRecords
 from backend.registry import PublicTask, public_tasks
 from backend.schemas import FINAL_STATES, Progress, TaskError, TaskStatus
 
+# Celery ids are UUIDs; callers may choose their own, so allow any short token.
+TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 KNOWN_STATES = frozenset({"STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED"})
 
 
@@ -67,7 +70,8 @@ def submit(name: str, data: Any, *, from_query: bool = False) -> str:
 
 
 def task_status(task_id: str) -> TaskStatus:
-    record = _records().get(task_id)
+    # A malformed id was never submitted: answer 404 without asking Redis.
+    record = _records().get(task_id) if TASK_ID.fullmatch(task_id) else None
     if record is None:
         raise APIError(404, "task_not_found", f"no task with id {task_id!r} (never submitted, or expired)")
     meta = _celery().backend.get_task_meta(task_id)

@@ -1,0 +1,161 @@
+"""Fixtures: a private redis-server, real Celery workers, gunicorn and Flower.
+
+Everything runs on free ports and is stopped at the end, so the tests never
+touch a developer's Redis. Two Redis databases keep concerns apart:
+db 0 is served by a worker; db 1 has no worker, so what is queued there stays queued.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+import requests
+
+from backend import create_app
+from config import TestingConfig
+from devtools.redis_server import RedisServer, free_port
+from tests.processes import VENV_BIN, Process, service_env, wait_until
+
+QUEUE = "celery"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"), appendonly=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+def db_url(server: RedisServer, db: int) -> str:
+    return f"redis://127.0.0.1:{server.port}/{db}"
+
+
+@pytest.fixture(scope="session")
+def worker_redis_url(redis_server):
+    return db_url(redis_server, 0)
+
+
+@pytest.fixture(scope="session")
+def idle_redis_url(redis_server):
+    return db_url(redis_server, 1)
+
+
+def make_app(redis_url: str, **overrides: str):
+    return create_app(TestingConfig({"REDIS_URL": redis_url, **overrides}))
+
+
+@pytest.fixture
+def app(worker_redis_url):
+    """The API on the database a worker consumes."""
+    return make_app(worker_redis_url)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def idle_app(idle_redis_url):
+    """The API on a database no worker consumes: submitted tasks stay QUEUED."""
+    return make_app(idle_redis_url)
+
+
+@pytest.fixture
+def idle_client(idle_app):
+    return idle_app.test_client()
+
+
+@pytest.fixture
+def idle_queue_length(idle_redis_url):
+    client = redis.Redis.from_url(idle_redis_url, socket_timeout=2)
+    return lambda: client.llen(QUEUE)
+
+
+def start_worker(redis_url: str, log_dir, name: str | None = None) -> tuple[Process, str]:
+    hostname = name or f"pytest-{uuid.uuid4().hex[:8]}@localhost"
+    process = Process(
+        hostname.split("@")[0],
+        ["./celery_worker.sh", "--include", "tests.support_tasks", "--without-mingle", "--without-gossip"],
+        service_env(redis_url, CELERY_HOSTNAME=hostname, CELERY_CONCURRENCY="2", CELERY_LOGLEVEL="info"),
+        log_dir,
+    )
+    celery = make_app(redis_url).extensions["celery"]
+
+    def answers_ping():
+        assert process.alive(), f"worker exited:\n{process.log_tail()}"
+        return celery.control.ping(destination=[hostname], timeout=0.5)
+
+    wait_until(answers_ping, timeout=30, what=f"worker {hostname} to answer a ping")
+    return process, hostname
+
+
+@pytest.fixture(scope="session")
+def worker(worker_redis_url, tmp_path_factory):
+    """One real Celery worker (2 pool processes) consuming db 0 for the whole session."""
+    process, hostname = start_worker(worker_redis_url, tmp_path_factory.mktemp("worker"))
+    yield hostname
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def gunicorn_url(worker_redis_url, tmp_path_factory):
+    """The API served by a real gunicorn, as `make run` and production serve it."""
+    port = free_port()
+    process = Process(
+        "gunicorn",
+        [str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", "backend:create_app()"],
+        service_env(worker_redis_url, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2"),
+        tmp_path_factory.mktemp("gunicorn"),
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers():
+        assert process.alive(), f"gunicorn exited:\n{process.log_tail()}"
+        try:
+            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_until(answers, timeout=30, what="gunicorn to serve /healthz")
+    yield url
+    process.stop()
+
+
+FLOWER_AUTH = ("flower-user", "flower-secret-for-tests")
+
+
+@pytest.fixture(scope="session")
+def flower_url(worker_redis_url, worker, tmp_path_factory):
+    port = free_port()
+    process = Process(
+        "flower",
+        ["./flower.sh"],
+        service_env(worker_redis_url, FLOWER_PORT=str(port), FLOWER_BASIC_AUTH=":".join(FLOWER_AUTH)),
+        tmp_path_factory.mktemp("flower"),
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers():
+        assert process.alive(), f"flower exited:\n{process.log_tail()}"
+        try:
+            return requests.get(f"{url}/healthcheck", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_until(answers, timeout=30, what="Flower to answer")
+    yield url
+    process.stop()
+
+
+def wait_for_state(client, task_id: str, states: set[str], timeout: float = 20.0) -> dict:
+    """Poll /status until the task reaches one of `states`; returns that status body."""
+
+    def reached():
+        body = client.get(f"/status/{task_id}").get_json()
+        return body if body["state"] in states else None
+
+    return wait_until(reached, timeout, what=f"task {task_id} to reach {states}")

@@ -1,0 +1,97 @@
+"""Configuration comes from the environment; production refuses unsafe defaults."""
+
+import subprocess
+
+import pytest
+
+from config import DEFAULT_REDIS_URL, ConfigError, DevelopmentConfig, ProductionConfig, load_config
+from tests.processes import PROJECT_ROOT, service_env
+
+SAFE_PRODUCTION = {
+    "APP_ENV": "production",
+    "SECRET_KEY": "x" * 48,
+    "FLOWER_BASIC_AUTH": "admin:a-long-random-password",
+}
+
+
+def test_development_is_the_default_environment():
+    assert isinstance(load_config({}), DevelopmentConfig)
+
+
+def test_broker_and_result_backend_default_to_redis_url():
+    config = load_config({"REDIS_URL": "redis://example:6380/2"})
+    assert config.BROKER_URL == config.RESULT_BACKEND == "redis://example:6380/2"
+    assert load_config({}).BROKER_URL == DEFAULT_REDIS_URL
+
+
+def test_broker_and_result_backend_can_differ():
+    config = load_config({"BROKER_URL": "redis://a:1/0", "RESULT_BACKEND": "redis://b:2/0"})
+    assert config.CELERY["broker_url"] == "redis://a:1/0"
+    assert config.CELERY["result_backend"] == "redis://b:2/0"
+
+
+def test_celery_accepts_json_only():
+    celery = load_config({}).CELERY
+    assert celery["accept_content"] == ["json"]
+    assert celery["task_serializer"] == celery["result_serializer"] == "json"
+
+
+def test_long_task_time_limit_is_below_the_visibility_timeout():
+    celery = load_config({}).CELERY
+    assert celery["task_time_limit"] < celery["broker_transport_options"]["visibility_timeout"]
+
+
+def test_debug_is_off_unless_asked():
+    assert load_config({}).DEBUG is False
+    assert load_config({"FLASK_DEBUG": "1"}).DEBUG is True
+
+
+def test_unknown_environment_name_is_refused():
+    with pytest.raises(ConfigError, match="APP_ENV"):
+        load_config({"APP_ENV": "staging"})
+
+
+def test_a_non_numeric_setting_is_refused_with_its_name():
+    with pytest.raises(ConfigError, match="RESULT_EXPIRES"):
+        load_config({"RESULT_EXPIRES": "a day"})
+
+
+def test_production_starts_with_safe_settings():
+    assert isinstance(load_config(SAFE_PRODUCTION), ProductionConfig)
+
+
+def test_production_refuses_the_default_secret_key():
+    with pytest.raises(ConfigError, match="set SECRET_KEY"):
+        load_config({k: v for k, v in SAFE_PRODUCTION.items() if k != "SECRET_KEY"})
+
+
+def test_production_refuses_debug():
+    with pytest.raises(ConfigError, match="FLASK_DEBUG"):
+        load_config({**SAFE_PRODUCTION, "FLASK_DEBUG": "true"})
+
+
+def test_production_refuses_unauthenticated_flower():
+    with pytest.raises(ConfigError, match="set FLOWER_BASIC_AUTH"):
+        load_config({k: v for k, v in SAFE_PRODUCTION.items() if k != "FLOWER_BASIC_AUTH"})
+
+
+def test_flower_script_refuses_production_without_auth():
+    result = subprocess.run(
+        ["./flower.sh"],
+        cwd=PROJECT_ROOT,
+        env=service_env("redis://127.0.0.1:1/0", APP_ENV="production"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "FLOWER_BASIC_AUTH" in result.stderr
+
+
+def test_the_app_factory_refuses_unsafe_production_settings(monkeypatch):
+    from backend import create_app
+
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    with pytest.raises(ConfigError, match="refusing to start in production"):
+        create_app()

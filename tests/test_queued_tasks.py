@@ -1,0 +1,93 @@
+"""Submitting: 202 with a Location, and QUEUED until a worker takes the task.
+
+These tests use the database no worker consumes.
+"""
+
+import redis
+
+from tests.conftest import QUEUE, start_worker, wait_for_state
+from tests.processes import wait_until
+
+STATUS_FIELDS = {
+    "task_id", "name", "state", "progress", "result", "error", "submitted_at", "started_at", "finished_at",
+}
+
+
+def test_get_longtask_is_202_with_location_and_queued_state(idle_client):
+    response = idle_client.get("/longtask")
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["state"] == "QUEUED"
+    assert response.headers["Location"] == body["status_url"] == f"/status/{body['task_id']}"
+
+
+def test_post_longtask_accepts_a_json_body(idle_client):
+    response = idle_client.post("/longtask", json={"steps": 3, "step_seconds": 0.5})
+    assert response.status_code == 202
+
+
+def test_post_longtask_without_a_body_uses_the_defaults(idle_client, idle_app):
+    response = idle_client.post("/longtask")
+    assert response.status_code == 202
+
+
+def test_a_submitted_task_is_queued_not_unknown_while_no_worker_runs(idle_client, idle_queue_length):
+    before = idle_queue_length()
+    task_id = idle_client.post("/add", json={"x": 1, "y": 2}).get_json()["task_id"]
+    assert idle_queue_length() == before + 1
+    status = idle_client.get(f"/status/{task_id}")
+    assert status.status_code == 200
+    body = status.get_json()
+    assert set(body) == STATUS_FIELDS
+    assert body["state"] == "QUEUED"
+    assert body["name"] == "add"
+    assert body["submitted_at"].endswith("Z")
+    assert body["started_at"] is body["finished_at"] is body["result"] is body["error"] is body["progress"] is None
+
+
+def test_the_registry_route_and_the_alias_submit_the_same_task(idle_client):
+    via_registry = idle_client.post("/tasks/add", json={"x": 1, "y": 2}).get_json()
+    via_alias = idle_client.post("/add", json={"x": 1, "y": 2}).get_json()
+    names = {idle_client.get(f"/status/{s['task_id']}").get_json()["name"] for s in (via_registry, via_alias)}
+    assert names == {"add"}
+
+
+def test_cancelling_a_queued_task_revokes_it_at_once(idle_client):
+    task_id = idle_client.post("/longtask", json={"steps": 1, "step_seconds": 0}).get_json()["task_id"]
+    response = idle_client.post(f"/status/{task_id}/cancel")
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["state"] == "REVOKED"
+    assert body["finished_at"] is not None
+    assert body["started_at"] is None
+
+
+def test_a_cancelled_queued_task_never_runs_when_a_worker_arrives(idle_client, idle_redis_url, idle_queue_length, tmp_path):
+    redis.Redis.from_url(idle_redis_url).delete(QUEUE)  # only this test's tasks for the new worker
+    cancelled = idle_client.post("/add", json={"x": 1, "y": 1}).get_json()["task_id"]
+    idle_client.post(f"/status/{cancelled}/cancel")
+    kept = idle_client.post("/add", json={"x": 2, "y": 2}).get_json()["task_id"]
+
+    process, _ = start_worker(idle_redis_url, tmp_path)
+    try:
+        assert wait_for_state(idle_client, kept, {"SUCCESS"})["result"] == 4
+        wait_until(lambda: idle_queue_length() == 0, timeout=20, what="the queue to drain")
+    finally:
+        process.stop()
+    body = idle_client.get(f"/status/{cancelled}").get_json()
+    assert body["state"] == "REVOKED"
+    assert body["started_at"] is None
+    assert body["result"] is None
+
+
+def test_readyz_is_503_with_details_when_no_worker_answers(idle_client):
+    response = idle_client.get("/readyz")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["redis"]["ok"] is True
+    assert body["workers"]["ok"] is False
+    assert body["workers"]["error"]
+
+
+def test_healthz_answers(idle_client):
+    assert idle_client.get("/healthz").get_json() == {"status": "ok"}

@@ -1,0 +1,35 @@
+"""The task registry and the OpenAPI document generated from its models."""
+
+
+def test_tasks_lists_each_public_task_with_its_input_schema(idle_client):
+    tasks = {task["name"]: task for task in idle_client.get("/tasks").get_json()["tasks"]}
+    assert set(tasks) == {"long_task", "add"}
+    assert tasks["add"]["submit_url"] == "/tasks/add"
+    assert tasks["add"]["input_schema"]["required"] == ["x", "y"]
+    assert tasks["long_task"]["input_schema"]["properties"]["steps"]["maximum"] == 10_000
+
+
+def test_test_only_tasks_are_not_public(idle_client):
+    import tests.support_tasks  # noqa: F401  (registered with Celery, not with the registry)
+
+    names = {task["name"] for task in idle_client.get("/tasks").get_json()["tasks"]}
+    assert "tests.fail" not in names
+
+
+def test_openapi_document_describes_every_route_from_the_models(idle_client):
+    spec = idle_client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    paths = spec["paths"]
+    for path in ["/longtask", "/add", "/tasks", "/tasks/add", "/tasks/long_task", "/status/{task_id}",
+                 "/status/{task_id}/cancel", "/healthz", "/readyz"]:
+        assert path in paths, path
+    assert set(paths["/longtask"]) >= {"get", "post"}
+    schemas = spec["components"]["schemas"]
+    assert any(name.startswith("LongTaskInput") for name in schemas)
+    assert any(name.startswith("TaskStatus") for name in schemas)
+
+
+def test_docs_page_is_served(idle_client):
+    response = idle_client.get("/docs", follow_redirects=True)
+    assert response.status_code == 200
+    assert "swagger" in response.get_data(as_text=True).lower()

@@ -1,0 +1,90 @@
+"""Tasks run by a real Celery worker, observed through the API."""
+
+from backend.tasks import long_task
+from tests.conftest import wait_for_state
+from tests.processes import wait_until
+from tests.support_tasks import fail, retry_once
+
+
+def submit_long_task(client, steps=4, step_seconds=0.3) -> str:
+    response = client.post("/longtask", json={"steps": steps, "step_seconds": step_seconds})
+    assert response.status_code == 202
+    return response.get_json()["task_id"]
+
+
+def states_until_final(client, task_id: str, timeout: float = 30.0) -> tuple[list[dict], dict]:
+    seen = []
+
+    def final():
+        body = client.get(f"/status/{task_id}").get_json()
+        seen.append(body)
+        return body if body["state"] in {"SUCCESS", "FAILURE", "REVOKED"} else None
+
+    return seen, wait_until(final, timeout, interval=0.05, what=f"task {task_id} to end")
+
+
+def test_long_task_goes_through_started_and_progress_to_success(client, worker):
+    task_id = submit_long_task(client)
+    seen, final = states_until_final(client, task_id)
+    progress = [body["progress"] for body in seen if body["state"] == "PROGRESS"]
+    assert progress, [body["state"] for body in seen]
+    assert all(p["total"] == 4 and 1 <= p["current"] <= 4 for p in progress)
+    assert progress[0]["message"].startswith("step ")
+    assert progress[-1]["percent"] == round(100 * progress[-1]["current"] / 4, 1)
+    assert final["state"] == "SUCCESS"
+    assert final["result"] == {"steps": 4, "message": "completed 4 steps"}
+    assert final["submitted_at"] <= final["started_at"] <= final["finished_at"]
+
+
+def test_add_succeeds_with_a_json_result(client, worker):
+    task_id = client.post("/add", json={"x": 2, "y": 0.5}).get_json()["task_id"]
+    body = wait_for_state(client, task_id, {"SUCCESS"})
+    assert body["result"] == 2.5
+    assert body["error"] is None
+
+
+def test_a_failing_task_reports_failure_with_its_error_and_no_traceback(client, worker):
+    task_id = fail.apply_async(args=["boom"]).id
+    body = wait_for_state(client, task_id, {"FAILURE"})
+    assert body["error"] == {"type": "ValueError", "message": "boom"}
+    assert body["result"] is None
+    assert "Traceback" not in str(body)
+
+
+def test_a_retrying_task_reports_retry_then_success(client, worker):
+    task_id = retry_once.apply_async(args=[2.0]).id
+    retry = wait_for_state(client, task_id, {"RETRY"})
+    assert retry["error"] == {"type": "RuntimeError", "message": "transient failure"}
+    assert wait_for_state(client, task_id, {"SUCCESS"})["result"] == "succeeded on retry"
+
+
+def test_a_task_sent_with_delay_from_python_code_has_a_status_too(client, worker):
+    task_id = long_task.delay(steps=1, step_seconds=0).id
+    assert wait_for_state(client, task_id, {"SUCCESS"})["name"] == "long_task"
+
+
+def test_cancelling_a_running_long_task_stops_it_at_its_next_step(client, worker):
+    task_id = submit_long_task(client, steps=50, step_seconds=0.2)
+    wait_for_state(client, task_id, {"PROGRESS"})
+    response = client.post(f"/status/{task_id}/cancel")
+    assert response.status_code == 202
+    body = wait_for_state(client, task_id, {"REVOKED"}, timeout=5)
+    assert body["error"]["type"] == "TaskRevokedError"
+    assert body["started_at"] is not None and body["finished_at"] is not None
+
+
+def test_cancelling_a_finished_task_is_409(client, worker):
+    task_id = client.post("/add", json={"x": 1, "y": 1}).get_json()["task_id"]
+    wait_for_state(client, task_id, {"SUCCESS"})
+    response = client.post(f"/status/{task_id}/cancel")
+    assert response.status_code == 409
+    assert response.get_json()["error"]["code"] == "task_finished"
+    assert client.get(f"/status/{task_id}").get_json()["state"] == "SUCCESS"
+
+
+def test_readyz_names_the_worker_that_answered(client, worker):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ready"
+    assert worker in body["workers"]["names"]
