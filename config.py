@@ -80,7 +80,6 @@ class BaseConfig:
         # Request bodies above this size are refused with 413.
         self.MAX_CONTENT_LENGTH = _int(environ, "MAX_CONTENT_LENGTH", 64 * 1024)
         self.FLOWER_BASIC_AUTH = environ.get("FLOWER_BASIC_AUTH", "")
-        self.FLOWER_URL = environ.get("FLOWER_URL", "http://127.0.0.1:5555")
         # Seconds /readyz waits for a worker to answer a ping.
         self.READYZ_PING_TIMEOUT = _float(environ, "READYZ_PING_TIMEOUT", 1.0)
         self.CELERY = self.celery_settings()

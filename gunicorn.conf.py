@@ -15,3 +15,6 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"))
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+# gunicorn 27's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl),
+# shared by every instance on the machine; we do not use it, so two stacks never clash.
+control_socket_disable = True
