@@ -66,7 +66,8 @@ def submit(name: str, data: Any, *, from_query: bool = False) -> str:
     """
     task = find_task(name)
     params = validate_input(task.input_model, data, from_query=from_query)
-    return task.task.apply_async(kwargs=params.model_dump()).id
+    # mode="json": URLs, dates, enums become plain JSON for the JSON-only serializer.
+    return task.task.apply_async(kwargs=params.model_dump(mode="json")).id
 
 
 def task_status(task_id: str) -> TaskStatus:
