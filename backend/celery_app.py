@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Ignore
+from celery.utils import uuid
 from flask import Flask
 
 from backend.records import TaskRecords
@@ -31,8 +32,6 @@ class JobTask(Task):
         """
         if self.app.conf.task_always_eager:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
-        from celery.utils import uuid
-
         task_id = task_id or uuid()
         self.records.create(task_id, self.name)
         try:

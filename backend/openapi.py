@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, redirect
 from spectree import SpecTree
+from spectree.page import PAGE_TEMPLATES
 
 from backend.schemas import ErrorBody
 
@@ -21,7 +22,7 @@ def create_spec() -> SpecTree:
         mode="strict",
         validation_error_status=422,
         validation_error_model=ErrorBody,
-        page_templates={"swagger": _swagger_page()},
+        page_templates={"swagger": PAGE_TEMPLATES["swagger"]},
     )
 
 
@@ -36,9 +37,3 @@ def register_openapi(app: Flask, spec: SpecTree) -> None:
     def docs_page():
         return redirect(f"/{DOCS_PATH}/swagger/")
 
-
-def _swagger_page() -> str:
-    from spectree.page import PAGE_TEMPLATES
-
-    # spectree's own Swagger UI page, pointed at /openapi.json.
-    return PAGE_TEMPLATES["swagger"]

@@ -101,6 +101,17 @@ def worker(worker_redis_url, tmp_path_factory):
     process.stop()
 
 
+def wait_until_http_ok(process: Process, url: str) -> None:
+    def answers():
+        assert process.alive(), f"{process.name} exited:\n{process.log_tail()}"
+        try:
+            return requests.get(url, timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_until(answers, timeout=30, what=f"{process.name} to answer {url}")
+
+
 @pytest.fixture(scope="session")
 def gunicorn_url(worker_redis_url, tmp_path_factory):
     """The API served by a real gunicorn, as `make run` and production serve it."""
@@ -112,15 +123,7 @@ def gunicorn_url(worker_redis_url, tmp_path_factory):
         tmp_path_factory.mktemp("gunicorn"),
     )
     url = f"http://127.0.0.1:{port}"
-
-    def answers():
-        assert process.alive(), f"gunicorn exited:\n{process.log_tail()}"
-        try:
-            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    wait_until(answers, timeout=30, what="gunicorn to serve /healthz")
+    wait_until_http_ok(process, f"{url}/healthz")
     yield url
     process.stop()
 
@@ -138,15 +141,7 @@ def flower_url(worker_redis_url, worker, tmp_path_factory):
         tmp_path_factory.mktemp("flower"),
     )
     url = f"http://127.0.0.1:{port}"
-
-    def answers():
-        assert process.alive(), f"flower exited:\n{process.log_tail()}"
-        try:
-            return requests.get(f"{url}/healthcheck", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    wait_until(answers, timeout=30, what="Flower to answer")
+    wait_until_http_ok(process, f"{url}/healthcheck")
     yield url
     process.stop()
 
