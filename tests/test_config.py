@@ -95,3 +95,14 @@ def test_the_app_factory_refuses_unsafe_production_settings(monkeypatch):
     monkeypatch.delenv("SECRET_KEY", raising=False)
     with pytest.raises(ConfigError, match="refusing to start in production"):
         create_app()
+
+
+def test_a_dotenv_file_is_read_and_the_environment_wins_over_it(tmp_path):
+    from config import read_environment
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("REDIS_URL=redis://from-dotenv:6379/0\nSECRET_KEY=from-dotenv\n")
+    values = read_environment({"SECRET_KEY": "from-environment"}, dotenv_path=dotenv)
+    config = load_config(values)
+    assert config.REDIS_URL == "redis://from-dotenv:6379/0"
+    assert config.SECRET_KEY == "from-environment"
