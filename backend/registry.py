@@ -6,8 +6,9 @@ against the task's model. Registering is one decorator on the task function.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from celery import Task, shared_task
@@ -40,8 +41,8 @@ def public_task(input_model: type[BaseModel], **celery_options: Any) -> Callable
     return register
 
 
-def public_tasks() -> dict[str, PublicTask]:
-    """Registered tasks by name. Importing backend.tasks fills the registry."""
+def public_tasks() -> Mapping[str, PublicTask]:
+    """Registered tasks by name (a read-only view). Importing backend.tasks fills the registry."""
     from backend import tasks  # noqa: F401  (registration is the import's effect)
 
-    return dict(_REGISTRY)
+    return MappingProxyType(_REGISTRY)
