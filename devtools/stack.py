@@ -25,8 +25,8 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from dotenv import dotenv_values
 
+from config import read_environment
 from devtools.redis_server import RedisServer, quick_client
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -131,11 +131,8 @@ class Child:
 
 def child_environment() -> dict[str, str]:
     """The project's `.env` under the real environment, plus what the children need to find the venv."""
-    dotenv_file = PROJECT_ROOT / ".env"
-    env: dict[str, str] = {}
-    if dotenv_file.is_file():
-        env.update((name, value) for name, value in dotenv_values(dotenv_file).items() if value is not None)
-    env.update(os.environ)
+    # The same merge the app does, so the stack and the app agree on every setting.
+    env = read_environment()
     # The scripts call `celery` by name: it must be the venv's.
     env["PATH"] = os.pathsep.join([str(VENV / "bin"), env.get("PATH", "")])
     env["VIRTUAL_ENV"] = str(VENV)
