@@ -21,5 +21,10 @@ if [[ -n "${CELERY_CONCURRENCY:-}" ]]; then
   args+=(--concurrency "$CELERY_CONCURRENCY")
 fi
 
+# SIGTERM (docker stop, systemd, Kubernetes) starts Celery's soft shutdown:
+# running tasks get WORKER_SOFT_SHUTDOWN_TIMEOUT seconds to finish, then go back
+# on the queue. Without this, SIGTERM waits for every task, however long.
+export REMAP_SIGTERM="${REMAP_SIGTERM:-SIGQUIT}"
+
 # exec: the worker becomes this process, so SIGTERM from a supervisor reaches it.
 exec celery "${args[@]}" "$@"

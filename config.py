@@ -20,12 +20,18 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # A recognisable placeholder: development works out of the box, production refuses it.
 DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me"
 
-# Long tasks must finish below the hard time limit, which must stay below the
-# Redis visibility timeout: otherwise Redis redelivers a message whose task is
-# still running and the task runs twice (celery#5935).
+# A task running longer than this is killed: a runaway task cannot hold a
+# worker forever. Tasks may run longer than the visibility timeout: workers
+# renew their messages' leases while they run (backend/leases.py).
 LONG_TASK_TIME_LIMIT = 3600
 LONG_TASK_SOFT_TIME_LIMIT = 3540
-BROKER_VISIBILITY_TIMEOUT = 7200
+# Seconds after which a message held by a worker that stopped renewing (killed,
+# out of memory, cut off) goes back to its queue for another worker. Live
+# workers renew every timeout/6, so a short timeout re-runs nothing healthy.
+BROKER_VISIBILITY_TIMEOUT = 60
+# Seconds between each worker's sweeps for such messages (kombu's default
+# sweep runs every 10 s but scans on every 10th call only, i.e. ~100 s).
+UNACKED_RESTORE_INTERVAL = 5
 
 
 class ConfigError(RuntimeError):
@@ -80,6 +86,14 @@ class BaseConfig:
         # Request bodies above this size are refused with 413.
         self.MAX_CONTENT_LENGTH = _int(environ, "MAX_CONTENT_LENGTH", 64 * 1024)
         self.FLOWER_BASIC_AUTH = environ.get("FLOWER_BASIC_AUTH", "")
+        # See BROKER_VISIBILITY_TIMEOUT: a dead worker's task runs again after this.
+        self.BROKER_VISIBILITY_TIMEOUT = _int(environ, "BROKER_VISIBILITY_TIMEOUT", BROKER_VISIBILITY_TIMEOUT)
+        # A task whose worker dies this many times in a row (a task that kills it:
+        # out of memory, a segfault) ends FAILURE instead of being redelivered forever.
+        self.TASK_MAX_DELIVERIES = _int(environ, "TASK_MAX_DELIVERIES", 3)
+        # Seconds a stopping worker (SIGTERM) lets running tasks finish before it
+        # puts them back on the queue. Keep it below your supervisor's grace period.
+        self.WORKER_SOFT_SHUTDOWN_TIMEOUT = _float(environ, "WORKER_SOFT_SHUTDOWN_TIMEOUT", 8.0)
         # Seconds /readyz waits for a worker to answer a ping.
         self.READYZ_PING_TIMEOUT = _float(environ, "READYZ_PING_TIMEOUT", 1.0)
         self.CELERY = self.celery_settings()
@@ -114,12 +128,19 @@ class BaseConfig:
             # Long tasks: a worker reserves one message at a time, so queued work
             # is not stuck behind a busy worker while another one is idle.
             "worker_prefetch_multiplier": 1,
-            # Hard limit below the visibility timeout (see BROKER_VISIBILITY_TIMEOUT).
+            # A runaway task is killed after an hour (see LONG_TASK_TIME_LIMIT).
             "task_time_limit": LONG_TASK_TIME_LIMIT,
             "task_soft_time_limit": LONG_TASK_SOFT_TIME_LIMIT,
             # On a broker reconnect with late acks, unacked messages come back; cancel
             # the running copies instead of letting them run twice.
             "worker_cancel_long_running_tasks_on_connection_loss": True,
+            # SIGTERM (with REMAP_SIGTERM=SIGQUIT, set by celery_worker.sh) waits this
+            # long for running tasks, then requeues them: a deploy loses nothing and
+            # does not wait for an hour-long task.
+            "worker_soft_shutdown_timeout": self.WORKER_SOFT_SHUTDOWN_TIMEOUT,
+            "worker_enable_soft_shutdown_on_idle": True,
+            # Reconnect within a second of Redis coming back (backend/consumer.py).
+            "worker_consumer": "backend.consumer:QuickReconnectConsumer",
             # Keep retrying the broker when a worker starts before Redis is up.
             "broker_connection_retry_on_startup": True,
             # Bounded connect and publish retries: a submit during an outage fails fast.
@@ -132,9 +153,10 @@ class BaseConfig:
                 "interval_max": 0.5,
             },
             "broker_transport_options": {
-                # Redelivery of a message whose worker vanished without acking.
-                # Must exceed the longest task's run time (see task_time_limit).
-                "visibility_timeout": BROKER_VISIBILITY_TIMEOUT,
+                # Redelivery of a message whose worker stopped renewing its lease.
+                "visibility_timeout": self.BROKER_VISIBILITY_TIMEOUT,
+                "unacked_restore_interval": UNACKED_RESTORE_INTERVAL,
+                "unacked_restore_throttle": 1,
                 **socket_options,
             },
             "redis_socket_timeout": self.REDIS_SOCKET_TIMEOUT,

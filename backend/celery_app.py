@@ -9,9 +9,14 @@ from celery.exceptions import Ignore
 from celery.utils import uuid
 from flask import Flask
 
+from backend.leases import RenewLeases
 from backend.records import TaskRecords
 
 PROGRESS = "PROGRESS"
+
+
+class DeliveryLimitExceeded(Exception):
+    """The task's earlier runs all died with their worker; it is not run again."""
 
 
 class JobTask(Task):
@@ -22,6 +27,7 @@ class JobTask(Task):
 
     abstract = True
     records: TaskRecords
+    max_deliveries: int = 3
 
     def apply_async(self, args=None, kwargs=None, task_id=None, **options):
         """Publish, with the task's record written first.
@@ -41,9 +47,17 @@ class JobTask(Task):
             raise
 
     def begin(self) -> None:
-        """Called by the worker before run(): stop here if cancelled while queued."""
-        if not self.records.start_unless_cancelled(self.request.id, self.name):
+        """Called by the worker before run(): stop here if cancelled while queued,
+        or if every earlier delivery died with its worker (a task that kills it)."""
+        deliveries = self.records.start_unless_cancelled(self.request.id, self.name, self.request.retries or 0)
+        if not deliveries:
             self.end_revoked("cancelled before it started")
+        if deliveries > self.max_deliveries:
+            # Raised, not returned: Celery stores FAILURE and acks, ending the loop.
+            raise DeliveryLimitExceeded(
+                f"delivered {deliveries} times; the {deliveries - 1} earlier runs never finished "
+                "(worker killed, out of memory, or cut off from Redis), so it is not run again"
+            )
 
     def report_progress(self, current: int, total: int, message: str = "") -> None:
         if self._runs_in_worker():
@@ -72,6 +86,7 @@ def make_celery(app: Flask) -> Celery:
 
     class FlaskTask(JobTask):
         records = app.extensions["task_records"]
+        max_deliveries = app.config["TASK_MAX_DELIVERIES"]
 
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             with app.app_context():
@@ -85,6 +100,7 @@ def make_celery(app: Flask) -> Celery:
 
     celery = Celery(app.import_name, task_cls=FlaskTask)
     celery.config_from_object(app.config["CELERY"])
+    celery.steps["consumer"].add(RenewLeases)
     # @shared_task binds to the default app; tasks never import the Flask app.
     celery.set_default()
     app.extensions["celery"] = celery

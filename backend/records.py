@@ -16,7 +16,9 @@ KEY_PREFIX = "job:"
 
 # Atomic with the API's cancel: a task either starts or is cancelled first,
 # never both. A record missing (e.g. a task sent by other code) is created so
-# its status can be looked up while it runs.
+# its status can be looked up while it runs. Returns 0 if cancelled, else how
+# many times this attempt (ARGV[4], Celery's retry count) has been delivered:
+# above 1, earlier deliveries died with their worker before they could finish.
 _START_UNLESS_CANCELLED = """
 if redis.call('HEXISTS', KEYS[1], 'cancel_requested_at') == 1 then
   return 0
@@ -25,8 +27,14 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'name', ARGV[3])
 end
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
+local deliveries = 1
+if redis.call('HGET', KEYS[1], 'attempt') == ARGV[4] then
+  deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+else
+  redis.call('HSET', KEYS[1], 'attempt', ARGV[4], 'deliveries', 1)
+end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
+return deliveries
 """
 
 # Returns 1 when the task had not started yet (so it never will), 0 otherwise.
@@ -71,9 +79,10 @@ class TaskRecords:
             return None
         return {k.decode(): v.decode() for k, v in raw.items()}
 
-    def start_unless_cancelled(self, task_id: str, name: str) -> bool:
-        """Mark the task started; False if it was cancelled before it started."""
-        return bool(self._start(keys=[self.key(task_id)], args=[utcnow_iso(), self.ttl, name]))
+    def start_unless_cancelled(self, task_id: str, name: str, attempt: int = 0) -> int:
+        """Mark the task started: 0 if it was cancelled before it started, else
+        the number of times this attempt has now been delivered (1 normally)."""
+        return int(self._start(keys=[self.key(task_id)], args=[utcnow_iso(), self.ttl, name, attempt]))
 
     def request_cancel(self, task_id: str) -> bool:
         """Flag the task cancelled; True if it had not started (it never will)."""

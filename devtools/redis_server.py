@@ -223,12 +223,22 @@ class RedisServer:
         if process is None:
             return
         if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
             process.terminate()
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the kernel still accepts connections, but nothing ever answers (a hung Redis)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         """Stop and start again on the same port and data dir; the data survives in the AOF."""

@@ -75,12 +75,21 @@ def idle_queue_length(idle_redis_url):
     return lambda: client.llen(QUEUE)
 
 
-def start_worker(redis_url: str, log_dir, name: str | None = None) -> tuple[Process, str]:
+def start_worker(
+    redis_url: str, log_dir, name: str | None = None, concurrency: int = 2, **env: str
+) -> tuple[Process, str]:
+    """A real worker through ./celery_worker.sh, returned once it answers a ping."""
     hostname = name or f"pytest-{uuid.uuid4().hex[:8]}@localhost"
     process = Process(
         hostname.split("@")[0],
         ["./celery_worker.sh", "--include", "tests.support_tasks", "--without-mingle", "--without-gossip"],
-        service_env(redis_url, CELERY_HOSTNAME=hostname, CELERY_CONCURRENCY="2", CELERY_LOGLEVEL="info"),
+        service_env(
+            redis_url,
+            CELERY_HOSTNAME=hostname,
+            CELERY_CONCURRENCY=str(concurrency),
+            CELERY_LOGLEVEL="info",
+            **env,
+        ),
         log_dir,
     )
     celery = make_app(redis_url).extensions["celery"]

@@ -1,9 +1,31 @@
-"""Tasks that exist only for the tests: they fail or retry on purpose.
+"""Tasks that exist only for the tests: they fail, retry, sleep or kill their worker on purpose.
 
 Workers started by the tests load this module with `--include tests.support_tasks`.
+Every execution of every task is counted in the Redis hash `test:executions`
+(task id -> runs), so tests can prove nothing ran twice and nothing was lost.
 """
 
+from __future__ import annotations
+
+import os
+import signal
+import time
+
 from celery import shared_task
+from celery.signals import task_prerun
+from flask import current_app
+
+EXECUTIONS = "test:executions"
+
+
+def _redis():
+    return current_app.extensions["task_records"].client
+
+
+@task_prerun.connect
+def count_execution(task_id, task, **_):
+    # task_prerun runs in the pool process just before the task body: one count per execution.
+    task.records.client.hincrby(EXECUTIONS, task_id, 1)
 
 
 @shared_task(name="tests.fail")
@@ -16,3 +38,17 @@ def retry_once(self, countdown: float) -> str:
     if self.request.retries == 0:
         raise self.retry(exc=RuntimeError("transient failure"), countdown=countdown)
     return "succeeded on retry"
+
+
+@shared_task(name="tests.sleep", bind=True)
+def sleep(self, seconds: float) -> dict:
+    """Sleep, having published the pool process's pid (so a test can kill it mid-run)."""
+    _redis().set(f"test:pid:{self.request.id}", os.getpid(), ex=600)
+    time.sleep(seconds)
+    return {"slept": seconds, "hostname": self.request.hostname}
+
+
+@shared_task(name="tests.kill_own_process")
+def kill_own_process() -> None:
+    """Die like an out-of-memory kill, every time: the pool process SIGKILLs itself."""
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,84 @@
+"""Visibility leases: a live worker keeps its messages, a dead worker's come back fast.
+
+Celery on Redis keeps each delivered, not yet acknowledged message in a sorted
+set (`unacked_index`) scored by its delivery time. Every worker sweeps that set
+and puts back on its queue any message whose score is older than the visibility
+timeout. That is how a task survives a worker killed mid-run. With a fixed score
+it is also how a healthy task that runs longer than the timeout is handed to a
+second worker and runs twice (celery#5935), so deployments set the timeout to
+hours, and a dead worker's task then waits hours.
+
+This consumer step renews the lease instead. Every few seconds the worker's main
+process rescores the messages it holds to "now". A live worker never loses a
+message, however long its task runs. A dead worker stops renewing, so its messages
+come back one visibility timeout later. The timeout can therefore be short
+(config.BROKER_VISIBILITY_TIMEOUT).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import bootsteps
+
+logger = logging.getLogger(__name__)
+
+# Renew this many times per visibility timeout: several renewals can be
+# missed (a slow Redis, a busy event loop) before a live worker loses a message.
+RENEWALS_PER_TIMEOUT = 6
+
+
+class RenewLeases(bootsteps.StartStopStep):
+    """Rescores this worker's unacknowledged messages on a timer of the worker's event loop.
+
+    It runs in the main process, not in the task: it covers every task, prefetched
+    and ETA messages too. It stops when the main process stops, which is the point.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c, **kwargs):
+        self.timer_entry = None
+        super().__init__(c, **kwargs)
+
+    def start(self, c):
+        channel = c.task_consumer.channel
+        if not hasattr(channel, "unacked_index_key"):
+            return  # not the Redis transport: nothing to renew
+        interval = max(channel.visibility_timeout / RENEWALS_PER_TIMEOUT, 0.5)
+        self.timer_entry = c.timer.call_repeatedly(interval, renew_leases, (channel,))
+
+    def stop(self, c):
+        if self.timer_entry is not None:
+            self.timer_entry.cancel()
+            self.timer_entry = None
+
+    shutdown = stop
+
+
+def held_delivery_tags(channel) -> list[str]:
+    """Delivery tags this channel holds and has not acknowledged.
+
+    kombu keeps no public list of them; its QoS tracks delivered messages in
+    `_delivered` and acknowledged ones in `_dirty` until they are flushed.
+    (The lock pins kombu; tests/reliability guard this.)
+    """
+    qos = channel.qos
+    return [tag for tag in list(qos._delivered) if tag not in qos._dirty]
+
+
+def renew_leases(channel) -> int:
+    """Rescore the held messages to now; returns how many were renewed."""
+    tags = held_delivery_tags(channel)
+    if not tags:
+        return 0
+    try:
+        with channel.conn_or_acquire() as client:
+            # XX: only rescore messages still unacknowledged; never re-add an acked one.
+            return client.zadd(channel.unacked_index_key, dict.fromkeys(tags, time.time()), xx=True, ch=True)
+    except channel.connection_errors + channel.channel_errors as exc:
+        # The consumer reconnects on its own; missed renewals are what the
+        # margin of RENEWALS_PER_TIMEOUT is for.
+        logger.warning("could not renew visibility leases of %d messages: %r", len(tags), exc)
+        return 0
