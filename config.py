@@ -135,12 +135,15 @@ class BaseConfig:
             # the running copies instead of letting them run twice.
             "worker_cancel_long_running_tasks_on_connection_loss": True,
             # SIGTERM (with REMAP_SIGTERM=SIGQUIT, set by celery_worker.sh) waits this
-            # long for running tasks, then requeues them: a deploy loses nothing and
-            # does not wait for an hour-long task.
+            # long when tasks are running, then requeues them: a deploy loses nothing
+            # and does not wait for an hour-long task. An idle worker stops at once.
             "worker_soft_shutdown_timeout": self.WORKER_SOFT_SHUTDOWN_TIMEOUT,
-            "worker_enable_soft_shutdown_on_idle": True,
+            "worker_enable_soft_shutdown_on_idle": False,
             # Reconnect within a second of Redis coming back (backend/consumer.py).
             "worker_consumer": "backend.consumer:QuickReconnectConsumer",
+            # Never give up on the broker: kombu counts attempts, not time, so at 1 s apart
+            # the default 100 would make every worker exit after ~100 s of Redis outage.
+            "broker_connection_max_retries": None,
             # Keep retrying the broker when a worker starts before Redis is up.
             "broker_connection_retry_on_startup": True,
             # Bounded connect and publish retries: a submit during an outage fails fast.

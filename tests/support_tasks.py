@@ -42,13 +42,20 @@ def retry_once(self, countdown: float) -> str:
 
 @shared_task(name="tests.sleep", bind=True)
 def sleep(self, seconds: float) -> dict:
-    """Sleep, having published the pool process's pid (so a test can kill it mid-run)."""
-    _redis().set(f"test:pid:{self.request.id}", os.getpid(), ex=600)
+    """Sleep, having published its pool process's pid and its worker's name
+    (`test:pid:<id>`, `test:ran_on:<id>`), so a test can kill it mid-run."""
+    pipe = _redis().pipeline()
+    pipe.set(f"test:pid:{self.request.id}", os.getpid(), ex=600)
+    pipe.rpush(f"test:ran_on:{self.request.id}", self.request.hostname)
+    pipe.expire(f"test:ran_on:{self.request.id}", 600)
+    pipe.execute()
     time.sleep(seconds)
     return {"slept": seconds, "hostname": self.request.hostname}
 
 
-@shared_task(name="tests.kill_own_process")
-def kill_own_process() -> None:
-    """Die like an out-of-memory kill, every time: the pool process SIGKILLs itself."""
+@shared_task(name="tests.kill_own_process", bind=True)
+def kill_own_process(self) -> None:
+    """Die like an out-of-memory kill, every time: the pool process SIGKILLs itself.
+    Each run that got this far is counted in `test:kills:<id>`."""
+    _redis().incr(f"test:kills:{self.request.id}")
     os.kill(os.getpid(), signal.SIGKILL)

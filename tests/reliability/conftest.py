@@ -12,7 +12,10 @@ import pytest
 import redis
 
 from devtools.redis_server import RedisServer, free_port
+from tests.conftest import start_worker
+from tests.processes import Process
 from tests.reliability import figures
+from tests.reliability.jobs import Jobs
 
 HERE = Path(__file__).parent
 
@@ -45,3 +48,24 @@ def private_redis(tmp_path):
 @pytest.fixture
 def private_redis_client(private_redis):
     return redis.Redis.from_url(private_redis.url, socket_timeout=5)
+
+
+@pytest.fixture
+def jobs(private_redis):
+    return Jobs(private_redis.url)
+
+
+@pytest.fixture
+def start_workers(private_redis, tmp_path):
+    """Start real workers on the private Redis: start(name, concurrency=1, **env).
+    Each is stopped at the end of the test (if a test has not killed it already)."""
+    started: list[Process] = []
+
+    def start(name: str, concurrency: int = 1, **env: str) -> Process:
+        process, _ = start_worker(private_redis.url, tmp_path, f"{name}@localhost", concurrency, **env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
