@@ -70,6 +70,7 @@ class BaseConfig:
     ENV_NAME = "base"
     DEBUG = False
     TESTING = False
+    SUBMIT_RATE_LIMIT = "20/second;600/minute"
 
     def __init__(self, environ: Mapping[str, str]):
         self.SECRET_KEY = environ.get("SECRET_KEY") or DEFAULT_SECRET_KEY
@@ -86,6 +87,13 @@ class BaseConfig:
         # Request bodies above this size are refused with 413.
         self.MAX_CONTENT_LENGTH = _int(environ, "MAX_CONTENT_LENGTH", 64 * 1024)
         self.FLOWER_BASIC_AUTH = environ.get("FLOWER_BASIC_AUTH", "")
+        # Bearer tokens the API accepts, comma-separated (two during a rotation).
+        # Unset: the API is open (development); production refuses to start without.
+        self.API_TOKENS = tuple(t.strip() for t in environ.get("API_TOKENS", "").split(",") if t.strip())
+        # Submits per client (API token, else address), Flask-Limiter syntax; "off" disables.
+        self.SUBMIT_RATE_LIMIT = environ.get("SUBMIT_RATE_LIMIT") or type(self).SUBMIT_RATE_LIMIT
+        # Behind a reverse proxy, how many X-Forwarded-For hops to trust for the client address.
+        self.TRUSTED_PROXY_HOPS = _int(environ, "TRUSTED_PROXY_HOPS", 0)
         # See BROKER_VISIBILITY_TIMEOUT: a dead worker's task runs again after this.
         self.BROKER_VISIBILITY_TIMEOUT = _int(environ, "BROKER_VISIBILITY_TIMEOUT", BROKER_VISIBILITY_TIMEOUT)
         # A task whose worker dies this many times in a row (a task that kills it:
@@ -183,6 +191,8 @@ class DevelopmentConfig(BaseConfig):
 class TestingConfig(BaseConfig):
     ENV_NAME = "testing"
     TESTING = True
+    # Tests submit in bursts from one address; the rate-limit tests turn it on.
+    SUBMIT_RATE_LIMIT = "off"
 
 
 class ProductionConfig(BaseConfig):
@@ -197,6 +207,13 @@ class ProductionConfig(BaseConfig):
             )
         if self.DEBUG:
             problems.append("FLASK_DEBUG is on: unset FLASK_DEBUG (the debugger runs code for anyone)")
+        if not self.API_TOKENS:
+            problems.append(
+                "API_TOKENS is unset: set API_TOKENS to one or more random tokens, comma-separated "
+                "(clients send Authorization: Bearer <token>)"
+            )
+        elif any(len(token) < 32 for token in self.API_TOKENS):
+            problems.append("API_TOKENS has a token shorter than 32 characters: use random tokens (secrets.token_hex(32))")
         user, _, password = self.FLOWER_BASIC_AUTH.partition(":")
         if not user or not password:
             problems.append(

@@ -19,8 +19,12 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     from flask import Flask
 
     from backend.celery_app import make_celery
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
     from backend.errors import register_error_handlers
+    from backend.idempotency import IdempotencyKeys
     from backend.openapi import create_spec, register_openapi
+    from backend.rate_limits import submit_limit
     from backend.records import TaskRecords
     from backend.views import create_blueprint
     from config import load_config
@@ -29,6 +33,8 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(config.to_flask())
     app.json.sort_keys = False
+    if config.TRUSTED_PROXY_HOPS:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.TRUSTED_PROXY_HOPS, x_proto=config.TRUSTED_PROXY_HOPS)
 
     # Task records live beside the results; the client connects lazily, on first use.
     records_client = redis.Redis.from_url(
@@ -37,10 +43,12 @@ def create_app(config: BaseConfig | None = None) -> Flask:
         socket_connect_timeout=config.REDIS_CONNECT_TIMEOUT,
     )
     app.extensions["task_records"] = TaskRecords(records_client, config.RESULT_EXPIRES)
+    # Idempotency keys expire with the results they point to.
+    app.extensions["idempotency_keys"] = IdempotencyKeys(records_client, config.RESULT_EXPIRES)
     make_celery(app)
 
-    spec = create_spec()
-    app.register_blueprint(create_blueprint(spec))
+    spec = create_spec(bearer_auth=bool(config.API_TOKENS))
+    app.register_blueprint(create_blueprint(spec, submit_limit(app)))
     register_openapi(app, spec)
     register_error_handlers(app)
     return app

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from celery import Celery
+from celery.utils import uuid
 from flask import current_app
 from pydantic import BaseModel, ValidationError
 
+from backend.auth import current_client
 from backend.errors import APIError
+from backend.idempotency import IdempotencyKeys, fingerprint, validate_key
 from backend.records import TaskRecords
 from backend.registry import PublicTask, public_tasks
 from backend.schemas import FINAL_STATES, Progress, TaskError, TaskStatus
@@ -27,6 +31,13 @@ def _celery() -> Celery:
 
 def _records() -> TaskRecords:
     return current_app.extensions["task_records"]
+
+
+@dataclass(frozen=True)
+class Submission:
+    task_id: str
+    # True when an Idempotency-Key matched an earlier submit: nothing new was enqueued.
+    replayed: bool = False
 
 
 def find_task(name: str) -> PublicTask:
@@ -59,15 +70,33 @@ def validate_input(model: type[BaseModel], data: Any, *, from_query: bool = Fals
         raise APIError(422, "validation_error", summary, details) from None
 
 
-def submit(name: str, data: Any, *, from_query: bool = False) -> str:
-    """Validate the input for the named task and enqueue it; returns the task id.
+def submit(name: str, data: Any, *, from_query: bool = False, idempotency_key: str | None = None) -> Submission:
+    """Validate the input for the named task and enqueue it.
 
-    Nothing is enqueued unless the input is valid.
+    Nothing is enqueued unless the input is valid. With an idempotency key, a
+    repeat of an earlier submit returns that submit's task instead.
     """
+    if idempotency_key is not None:
+        validate_key(idempotency_key)
     task = find_task(name)
-    params = validate_input(task.input_model, data, from_query=from_query)
     # mode="json": URLs, dates, enums become plain JSON for the JSON-only serializer.
-    return task.task.apply_async(kwargs=params.model_dump(mode="json")).id
+    params = validate_input(task.input_model, data, from_query=from_query).model_dump(mode="json")
+    # This Flask app's Celery, not the process-wide default app that @shared_task points to.
+    celery_task = _celery().tasks[task.name]
+    if idempotency_key is None:
+        return Submission(celery_task.apply_async(kwargs=params).id)
+
+    keys: IdempotencyKeys = current_app.extensions["idempotency_keys"]
+    client = current_client()
+    claim = keys.claim(client, idempotency_key, fingerprint(task.name, params), uuid())
+    if claim.replayed:
+        return Submission(claim.task_id, replayed=True)
+    try:
+        celery_task.apply_async(kwargs=params, task_id=claim.task_id)
+    except BaseException:
+        keys.release(client, idempotency_key)
+        raise
+    return Submission(claim.task_id)
 
 
 def task_status(task_id: str) -> TaskStatus:

@@ -4,7 +4,7 @@ the API validates with, and the interactive page at /docs."""
 from __future__ import annotations
 
 from flask import Flask, jsonify, redirect
-from spectree import SpecTree
+from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from spectree.page import PAGE_TEMPLATES
 
 from backend.schemas import ErrorBody
@@ -12,7 +12,12 @@ from backend.schemas import ErrorBody
 DOCS_PATH = "docs"
 
 
-def create_spec() -> SpecTree:
+def create_spec(*, bearer_auth: bool) -> SpecTree:
+    """The spec; with bearer_auth, every route but the health checks asks for a token."""
+    security = {
+        "security_schemes": [SecurityScheme(name="bearerAuth", data=SecuritySchemeData(type="http", scheme="bearer"))],
+        "security": {"bearerAuth": []},
+    } if bearer_auth else {}
     return SpecTree(
         "flask",
         title="Flask + Celery job service",
@@ -23,6 +28,7 @@ def create_spec() -> SpecTree:
         validation_error_status=422,
         validation_error_model=ErrorBody,
         page_templates={"swagger": PAGE_TEMPLATES["swagger"]},
+        **security,
     )
 
 

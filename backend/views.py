@@ -5,24 +5,33 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from collections.abc import Callable
+
 from flask import Blueprint, jsonify, request, url_for
 from spectree import Response, SpecTree
 
 from backend import jobs
+from backend.auth import authenticate
 from backend.errors import APIError
+from backend.idempotency import HEADER as IDEMPOTENCY_HEADER
 from backend.health import readiness
 from backend.registry import PublicTask, public_tasks
 from backend.schemas import ErrorBody, Health, Readiness, Submitted, TaskList, TaskStatus
 from backend.tasks import AddInput, LongTaskInput
 
+# 401 only when API_TOKENS is set; 429 only when SUBMIT_RATE_LIMIT is on.
 SUBMIT_RESPONSES = {
     "HTTP_202": Submitted,
     "HTTP_400": ErrorBody,
+    "HTTP_401": ErrorBody,
+    "HTTP_404": ErrorBody,
     "HTTP_413": ErrorBody,
     "HTTP_415": ErrorBody,
+    "HTTP_422": ErrorBody,
+    "HTTP_429": ErrorBody,
     "HTTP_503": ErrorBody,
 }
-STATUS_RESPONSES = {"HTTP_200": TaskStatus, "HTTP_404": ErrorBody, "HTTP_503": ErrorBody}
+STATUS_RESPONSES = {"HTTP_200": TaskStatus, "HTTP_401": ErrorBody, "HTTP_404": ErrorBody, "HTTP_503": ErrorBody}
 
 
 def json_body() -> Any:
@@ -38,21 +47,30 @@ def json_body() -> Any:
         raise APIError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
 
 
-def accepted(task_id: str):
-    status_url = url_for("api.task_status", task_id=task_id)
-    response = jsonify(task_id=task_id, state="QUEUED", status_url=status_url)
+def submit(name: str, data: Any, *, from_query: bool = False):
+    """Submit through the service layer; 202 with the task's id and status URL."""
+    submission = jobs.submit(
+        name, data, from_query=from_query, idempotency_key=request.headers.get(IDEMPOTENCY_HEADER)
+    )
+    status_url = url_for("api.task_status", task_id=submission.task_id)
+    response = jsonify(task_id=submission.task_id, state="QUEUED", status_url=status_url)
     response.status_code = 202
     response.headers["Location"] = status_url
+    if submission.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return response
 
 
-def create_blueprint(spec: SpecTree) -> Blueprint:
+def create_blueprint(spec: SpecTree, limit_submits: Callable[[Callable], Callable]) -> Blueprint:
+    """The API's routes; `limit_submits` decorates every submit view (rate limits)."""
     bp = Blueprint("api", __name__)
+    bp.before_request(authenticate)
 
     def submit_route(rule: str, task: PublicTask, endpoint: str, tags: tuple[str, ...]) -> None:
         @spec.validate(json=task.input_model, resp=Response(**SUBMIT_RESPONSES), tags=tags, skip_validation=True)
+        @limit_submits
         def submit_task():
-            return accepted(jobs.submit(task.name, json_body()))
+            return submit(task.name, json_body())
 
         submit_task.__doc__ = f"Submit `{task.name}`: {task.summary}"
         bp.add_url_rule(rule, endpoint=endpoint, view_func=submit_task, methods=["POST"])
@@ -66,17 +84,19 @@ def create_blueprint(spec: SpecTree) -> Blueprint:
 
     @bp.get("/longtask")
     @spec.validate(query=LongTaskInput, resp=Response(**SUBMIT_RESPONSES), tags=("aliases",), skip_validation=True)
+    @limit_submits
     def longtask_get():
         """Submit `long_task` with its input in the query string (defaults: 10 steps × 1 s)."""
-        return accepted(jobs.submit("long_task", request.args.to_dict(), from_query=True))
+        return submit("long_task", request.args.to_dict(), from_query=True)
 
     @bp.post("/tasks/<name>")
+    @limit_submits
     def submit_by_name(name: str):
         # Registered names match their own documented route first; this answers the rest (404).
-        return accepted(jobs.submit(name, json_body()))
+        return submit(name, json_body())
 
     @bp.get("/tasks")
-    @spec.validate(resp=Response(HTTP_200=TaskList), tags=("tasks",), skip_validation=True)
+    @spec.validate(resp=Response(HTTP_200=TaskList, HTTP_401=ErrorBody), tags=("tasks",), skip_validation=True)
     def list_tasks():
         """List the public tasks with the JSON Schema of their input."""
         return jsonify(
@@ -99,7 +119,7 @@ def create_blueprint(spec: SpecTree) -> Blueprint:
 
     @bp.post("/status/<task_id>/cancel")
     @spec.validate(
-        resp=Response(HTTP_202=TaskStatus, HTTP_404=ErrorBody, HTTP_409=ErrorBody, HTTP_503=ErrorBody),
+        resp=Response(HTTP_202=TaskStatus, HTTP_401=ErrorBody, HTTP_404=ErrorBody, HTTP_409=ErrorBody, HTTP_503=ErrorBody),
         tags=("status",),
         skip_validation=True,
     )
@@ -108,13 +128,15 @@ def create_blueprint(spec: SpecTree) -> Blueprint:
         return jsonify(jobs.cancel(task_id).model_dump(mode="json")), 202
 
     @bp.get("/healthz")
-    @spec.validate(resp=Response(HTTP_200=Health), tags=("health",), skip_validation=True)
+    @spec.validate(resp=Response(HTTP_200=Health), tags=("health",), security={}, skip_validation=True)
     def healthz():
         """Liveness: the API process answers."""
         return jsonify(status="ok")
 
     @bp.get("/readyz")
-    @spec.validate(resp=Response(HTTP_200=Readiness, HTTP_503=Readiness), tags=("health",), skip_validation=True)
+    @spec.validate(
+        resp=Response(HTTP_200=Readiness, HTTP_503=Readiness), tags=("health",), security={}, skip_validation=True
+    )
     def readyz():
         """Readiness: Redis answers and at least one worker answers a ping; 503 with details otherwise."""
         ready, checks = readiness()

@@ -11,6 +11,7 @@ SAFE_PRODUCTION = {
     "APP_ENV": "production",
     "SECRET_KEY": "x" * 48,
     "FLOWER_BASIC_AUTH": "admin:a-long-random-password",
+    "API_TOKENS": "t" * 40,
 }
 
 
@@ -70,6 +71,20 @@ def test_production_refuses_the_default_secret_key():
 def test_production_refuses_debug():
     with pytest.raises(ConfigError, match="FLASK_DEBUG"):
         load_config({**SAFE_PRODUCTION, "FLASK_DEBUG": "true"})
+
+
+def test_production_refuses_an_open_api():
+    with pytest.raises(ConfigError, match="set API_TOKENS"):
+        load_config({k: v for k, v in SAFE_PRODUCTION.items() if k != "API_TOKENS"})
+
+
+def test_production_refuses_short_api_tokens():
+    with pytest.raises(ConfigError, match="shorter than 32"):
+        load_config({**SAFE_PRODUCTION, "API_TOKENS": f"{'a' * 40},short"})
+
+
+def test_api_tokens_are_comma_separated_for_rotation():
+    assert load_config({"API_TOKENS": " old-token , new-token ,"}).API_TOKENS == ("old-token", "new-token")
 
 
 def test_production_refuses_unauthenticated_flower():
