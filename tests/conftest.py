@@ -96,7 +96,12 @@ def start_worker(
 
     def answers_ping():
         assert process.alive(), f"worker exited:\n{process.log_tail()}"
-        return celery.control.ping(destination=[hostname], timeout=0.5)
+        try:
+            return celery.control.ping(destination=[hostname], timeout=0.5)
+        except redis.ConnectionError:
+            # kombu pools broker connections per URL process-wide: after a Redis
+            # restart in a test, the first broadcast may draw a closed one.
+            return False
 
     wait_until(answers_ping, timeout=30, what=f"worker {hostname} to answer a ping")
     return process, hostname
@@ -115,7 +120,7 @@ def wait_until_http_ok(process: Process, url: str) -> None:
         assert process.alive(), f"{process.name} exited:\n{process.log_tail()}"
         try:
             return requests.get(url, timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still booting its workers
             return False
 
     wait_until(answers, timeout=30, what=f"{process.name} to answer {url}")
