@@ -42,9 +42,19 @@ def json_body() -> Any:
     if not request.is_json:
         raise APIError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_float=_json_number)
     except (ValueError, RecursionError) as exc:
         raise APIError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _json_number(text: str) -> int | float:
+    """A JSON number written with a fraction or exponent; an int when integral (2.0, 1e3).
+
+    JSON has one number type and JSON Schema's "integer" accepts 2.0, so the published
+    schema says {"steps": 2.0} is valid, where strict pydantic refuses a float for an int.
+    """
+    value = float(text)
+    return int(value) if value.is_integer() else value
 
 
 def submit(name: str, data: Any, *, from_query: bool = False):

@@ -243,10 +243,10 @@ def child_specs() -> list[ChildSpec]:
         ChildSpec(
             "api", [str(VENV / "bin" / "gunicorn"), "--config", "gunicorn.conf.py", "backend:create_app()"]
         ),
-        # SIGTERM is Celery's warm shutdown: it waits for running tasks, which may take
-        # longer than we wait. SIGQUIT is its cold shutdown: tasks are cut short but their
-        # unacknowledged messages go back to the queue while Redis is still up. After a
-        # SIGKILL they would stay invisible until the visibility timeout (hours).
+        # celery_worker.sh maps SIGTERM to Celery's soft shutdown: running tasks get
+        # WORKER_SOFT_SHUTDOWN_TIMEOUT (8 s, below STOP_TIMEOUT), then their messages go
+        # back to the queue while Redis is still up. SIGQUIT is the backstop (cold
+        # shutdown); after a SIGKILL they would wait out the visibility timeout (60 s).
         ChildSpec("worker", ["./celery_worker.sh"], cold_stop_signal=signal.SIGQUIT),
         ChildSpec("flower", ["./flower.sh"]),
     ]
