@@ -12,13 +12,27 @@ from backend.schemas import ErrorBody
 DOCS_PATH = "docs"
 
 
+class JobsSpec(SpecTree):
+    """spectree's document, completed where spectree has no option for it (see below).
+    Built on first use, as spectree builds it: creating an app stays cheap."""
+
+    @property
+    def spec(self) -> dict:
+        document = super().spec
+        if not getattr(self, "_completed", False):
+            _optional_bodies(document)  # both steps are idempotent: a race between threads is harmless
+            _link_task_ids(document)
+            self._completed = True
+        return document
+
+
 def create_spec(*, bearer_auth: bool) -> SpecTree:
     """The spec; with bearer_auth, every route but the health checks asks for a token."""
     security = {
         "security_schemes": [SecurityScheme(name="bearerAuth", data=SecuritySchemeData(type="http", scheme="bearer"))],
         "security": {"bearerAuth": []},
     } if bearer_auth else {}
-    return SpecTree(
+    return JobsSpec(
         "flask",
         title="Flask + Celery job service",
         version="1.0.0",
@@ -34,7 +48,6 @@ def create_spec(*, bearer_auth: bool) -> SpecTree:
 
 def register_openapi(app: Flask, spec: SpecTree) -> None:
     spec.register(app)
-    _optional_bodies(spec.spec)
 
     @app.get("/openapi.json")
     def openapi_document():
@@ -57,3 +70,21 @@ def _optional_bodies(document: dict) -> None:
             name = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
             if not schemas[name].get("required"):
                 body["required"] = False
+
+
+def _link_task_ids(document: dict) -> None:
+    """OpenAPI links: the task_id of every 202 leads to the task's status and cancel
+    routes, so clients (and schemathesis' stateful tests) can follow a submit."""
+    paths = document["paths"]
+    targets = {
+        "status": paths["/status/{task_id}"]["get"]["operationId"],
+        "cancel": paths["/status/{task_id}/cancel"]["post"]["operationId"],
+    }
+    for operations in paths.values():
+        for operation in operations.values():
+            accepted = operation["responses"].get("202")
+            if accepted is not None:
+                accepted["links"] = {
+                    name: {"operationId": operation_id, "parameters": {"task_id": "$response.body#/task_id"}}
+                    for name, operation_id in targets.items()
+                }

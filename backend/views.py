@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from flask import Blueprint, jsonify, request, url_for
 from spectree import Response, SpecTree
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from backend import jobs
 from backend.auth import authenticate
@@ -35,9 +36,15 @@ STATUS_RESPONSES = {"HTTP_200": TaskStatus, "HTTP_401": ErrorBody, "HTTP_404": E
 
 
 def json_body() -> Any:
-    """The request's JSON body: {} when empty, 415 when not JSON, 400 when malformed."""
+    """The request's JSON body: {} when empty, 415 when not JSON, 400 when malformed, 413 when too big."""
     raw = request.get_data(cache=True)
-    if not raw.strip():
+    limit = request.max_content_length
+    if limit is not None and request.content_length is None and len(raw) >= limit:
+        # A streamed (chunked) body: werkzeug stops reading at MAX_CONTENT_LENGTH and returns
+        # what it read without a 413 (only a further read raises), so a cut body would be parsed.
+        raise RequestEntityTooLarge()
+    # JSON's own whitespace only: bytes.strip() would also drop \x0b and \x0c, invalid in JSON.
+    if not raw.strip(b" \t\r\n"):
         return {}
     if not request.is_json:
         raise APIError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")

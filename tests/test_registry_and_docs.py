@@ -33,3 +33,21 @@ def test_docs_page_is_served(idle_client):
     response = idle_client.get("/docs", follow_redirects=True)
     assert response.status_code == 200
     assert "swagger" in response.get_data(as_text=True).lower()
+
+
+def test_the_document_marks_a_body_optional_only_where_it_is(idle_client):
+    paths = idle_client.get("/openapi.json").get_json()["paths"]
+    assert paths["/longtask"]["post"]["requestBody"]["required"] is False  # every field has a default
+    assert paths["/add"]["post"]["requestBody"]["required"] is True
+    assert idle_client.post("/longtask").status_code == 202
+    assert idle_client.post("/add").status_code == 422
+
+
+def test_the_document_links_each_submit_to_its_status_and_cancel(idle_client):
+    paths = idle_client.get("/openapi.json").get_json()["paths"]
+    status_id = paths["/status/{task_id}"]["get"]["operationId"]
+    cancel_id = paths["/status/{task_id}/cancel"]["post"]["operationId"]
+    for path, method in [("/add", "post"), ("/longtask", "get"), ("/tasks/long_task", "post")]:
+        links = paths[path][method]["responses"]["202"]["links"]
+        assert links["status"] == {"operationId": status_id, "parameters": {"task_id": "$response.body#/task_id"}}
+        assert links["cancel"]["operationId"] == cancel_id
