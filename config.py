@@ -157,12 +157,10 @@ class BaseConfig:
             # Bounded connect and publish retries: a submit during an outage fails fast.
             "broker_connection_timeout": self.REDIS_CONNECT_TIMEOUT,
             "broker_pool_acquire_timeout": self.REDIS_SOCKET_TIMEOUT,
-            "task_publish_retry_policy": {
-                "max_retries": 2,
-                "interval_start": 0,
-                "interval_step": 0.2,
-                "interval_max": 0.5,
-            },
+            # Publish once: every kombu retry reconnects, and on a hung Redis each reconnect
+            # waits out the socket timeout (2 retries: 8 s, kombu#1024). The client gets a
+            # 503 with Retry-After; redis-py already replaces stale pooled connections.
+            "task_publish_retry_policy": {"max_retries": 0},
             "broker_transport_options": {
                 # Redelivery of a message whose worker stopped renewing its lease.
                 "visibility_timeout": self.BROKER_VISIBILITY_TIMEOUT,
