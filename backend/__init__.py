@@ -42,9 +42,9 @@ def create_app(config: BaseConfig | None = None) -> Flask:
         socket_timeout=config.REDIS_SOCKET_TIMEOUT,
         socket_connect_timeout=config.REDIS_CONNECT_TIMEOUT,
     )
-    app.extensions["task_records"] = TaskRecords(records_client, config.RESULT_EXPIRES)
-    # Idempotency keys expire with the results they point to.
-    app.extensions["idempotency_keys"] = IdempotencyKeys(records_client, config.RESULT_EXPIRES)
+    records = app.extensions["task_records"] = TaskRecords(records_client, config.RESULT_EXPIRES)
+    # Idempotency keys live and expire with the task records they point to.
+    app.extensions["idempotency_keys"] = IdempotencyKeys(records)
     make_celery(app)
 
     spec = create_spec(bearer_auth=bool(config.API_TOKENS))

@@ -4,6 +4,7 @@ A submit with `Idempotency-Key: <key>` records the key with a fingerprint of the
 request (task name and validated input) and the task id. The same key again
 returns that task id and enqueues nothing; the same key with another request is
 a 422. Keys are scoped per client (API token) and expire with the results.
+A submit that failed (503) leaves the key free for the client's retry.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from backend.errors import APIError
+from backend.records import KEY_PREFIX as RECORD_PREFIX
+from backend.records import TaskRecords, utcnow_iso
 
 HEADER = "Idempotency-Key"
 # Printable ASCII without spaces; long enough for a UUID or a client's own scheme.
@@ -44,32 +45,46 @@ def fingerprint(task_name: str, params: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class IdempotencyKeys:
-    def __init__(self, client: redis.Redis, ttl_seconds: int):
-        self.client = client
-        self.ttl = ttl_seconds
+# Bind the key to a new task and create that task's record in one step, unless
+# the key is bound to a task whose record exists: then that task is the answer.
+# A key bound to a task without a record is free again: the submit that bound it
+# failed to publish (its record was deleted) or never got as far as the record.
+# (Reads the record of the bound task by name: fine on a single Redis, not Cluster.)
+_CLAIM = """
+local bound = redis.call('GET', KEYS[1])
+if bound then
+  local sep = string.find(bound, ':', 1, true)
+  local task_id = string.sub(bound, sep + 1)
+  if redis.call('EXISTS', ARGV[6] .. task_id) == 1 then
+    return {string.sub(bound, 1, sep - 1), task_id, 1}
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'EX', ARGV[3])
+redis.call('HSET', KEYS[2], 'name', ARGV[4], 'submitted_at', ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return {ARGV[1], ARGV[2], 0}
+"""
 
-    def _redis_key(self, client_id: str, key: str) -> str:
+
+class IdempotencyKeys:
+    def __init__(self, records: TaskRecords):
+        self.records = records
+        self._claim = records.client.register_script(_CLAIM)
+
+    @staticmethod
+    def _redis_key(client_id: str, key: str) -> str:
         # Hashed: a client's key is arbitrary text, and must not collide across clients.
         return KEY_PREFIX + hashlib.sha256(f"{client_id}\0{key}".encode()).hexdigest()
 
-    def claim(self, client_id: str, key: str, request_fingerprint: str, new_task_id: str) -> Claim:
-        """Bind the key to new_task_id, or return the task it is already bound to."""
-        redis_key = self._redis_key(client_id, key)
-        value = f"{request_fingerprint}:{new_task_id}"
-        if self.client.set(redis_key, value, nx=True, ex=self.ttl):
-            return Claim(new_task_id, replayed=False)
-        existing = self.client.get(redis_key)
-        if existing is None:  # expired between the two calls: claim it afresh
-            return self.claim(client_id, key, request_fingerprint, new_task_id)
-        bound_fingerprint, _, task_id = existing.decode().partition(":")
-        if bound_fingerprint != request_fingerprint:
+    def claim(self, client_id: str, key: str, request_fingerprint: str, task_name: str, new_task_id: str) -> Claim:
+        """Bind the key to new_task_id (creating its record), or return the task it is bound to."""
+        bound_fingerprint, task_id, replayed = self._claim(
+            keys=[self._redis_key(client_id, key), self.records.key(new_task_id)],
+            args=[request_fingerprint, new_task_id, self.records.ttl, task_name, utcnow_iso(), RECORD_PREFIX],
+        )
+        if bound_fingerprint.decode() != request_fingerprint:
             raise APIError(
                 422, "idempotency_key_reused",
                 f"this {HEADER} was already used for a different request; send a new key",
             )
-        return Claim(task_id, replayed=True)
-
-    def release(self, client_id: str, key: str) -> None:
-        """Forget the key: the submit it guarded failed, so a retry must submit again."""
-        self.client.delete(self._redis_key(client_id, key))
+        return Claim(task_id.decode(), replayed=bool(replayed))

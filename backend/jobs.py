@@ -87,15 +87,10 @@ def submit(name: str, data: Any, *, from_query: bool = False, idempotency_key: s
         return Submission(celery_task.apply_async(kwargs=params).id)
 
     keys: IdempotencyKeys = current_app.extensions["idempotency_keys"]
-    client = current_client()
-    claim = keys.claim(client, idempotency_key, fingerprint(task.name, params), uuid())
+    claim = keys.claim(current_client(), idempotency_key, fingerprint(task.name, params), task.name, uuid())
     if claim.replayed:
         return Submission(claim.task_id, replayed=True)
-    try:
-        celery_task.apply_async(kwargs=params, task_id=claim.task_id)
-    except BaseException:
-        keys.release(client, idempotency_key)
-        raise
+    celery_task.apply_async(kwargs=params, task_id=claim.task_id)
     return Submission(claim.task_id)
 
 
@@ -141,10 +136,11 @@ def cancel(task_id: str) -> TaskStatus:
     if status.state in FINAL_STATES:
         raise APIError(409, "task_finished", f"task {task_id} already ended in state {status.state}")
     if _records().request_cancel(task_id):
-        celery = _celery()
-        # Live workers drop the message on receipt without running or reporting STARTED.
-        celery.control.revoke(task_id)
-        celery.backend.mark_as_revoked(task_id, "cancelled before it started")
+        # The record's flag is what stops the task: the worker that takes the message
+        # checks it atomically before running anything. No control.revoke broadcast:
+        # kombu retries broadcasts without limit, so a cancel would hang while the
+        # broker is down, and workers would keep every revoked id in memory.
+        _celery().backend.mark_as_revoked(task_id, "cancelled before it started")
     return task_status(task_id)
 
 

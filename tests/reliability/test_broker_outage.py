@@ -17,6 +17,8 @@ Celery worker, on a Redis of the test's own:
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
+import redis
 import requests
 
 from devtools.redis_server import RedisServer, free_port
@@ -148,6 +151,17 @@ def submit_and_wait_for_success(service: Service) -> str:
     task_id = response.json()["task_id"]
     wait_for_success(service, task_id)
     return task_id
+
+
+def queued_task_ids(broker: RedisServer, kwargs: dict) -> list[str]:
+    """Ids of the messages in the broker's queue for `add` with these kwargs."""
+    ids = []
+    for raw in redis.Redis.from_url(broker.url, socket_timeout=5).lrange("celery", 0, -1):
+        message = json.loads(raw)
+        _, message_kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        if message_kwargs == kwargs:
+            ids.append(message["headers"]["id"])
+    return ids
 
 
 def state_of(service: Service, task_id: str) -> str | None:
@@ -309,15 +323,31 @@ def test_with_only_the_broker_out_submits_fail_fast_and_status_lookups_still_ans
 ):
     service, targets = service_with_own_broker, Targets()
     begin_outage, end_outage, limit_ms, concurrency = BROKER_OUTAGES[outage]
+    retry_key = {"Idempotency-Key": f"outage-{outage}"}
+    retried_input = {"x": 7, "y": 7}  # submitted by nothing else in this test
     begin_outage(own_broker)
     try:
         for name, call in service.submits().items():
             p95 = p95_of_unavailable_answers(call, concurrency)
             targets.at_most(f"p95 {name}, only the broker {outage}", p95, "ms", limit_ms)
         assert service.status_lookup().status_code == 200
+        # The record's flag is the cancel: no broadcast that would wait for the broker.
+        cancel_ms, cancelled = timed(lambda: service.request("POST", f"/status/{service.known_task_id}/cancel"))
+        assert cancelled.status_code == 202 and cancelled.json()["state"] == "REVOKED"
+        targets.at_most(f"cancel, only the broker {outage}", cancel_ms, "ms", limit_ms)
+        assert_unavailable(service.request("POST", "/add", json=retried_input, headers=retry_key))
     finally:
         end_outage(own_broker)
     back_at = time.monotonic()
+
+    # The client retries its failed submit with the same key: the key was not used up.
+    retried = service.request("POST", "/add", json=retried_input, headers=retry_key)
+    assert retried.status_code == 202 and "Idempotent-Replayed" not in retried.headers
+    queued = queued_task_ids(own_broker, retried_input)
+    assert retried.json()["task_id"] in queued
+    if outage == "stopped":
+        assert len(queued) == 1  # a refused publish sent nothing
+    # A hung broker may receive the failed attempt's message when it resumes (README: Reliability).
 
     first_accepted_submit(service)
     targets.at_most(f"API accepts a submit after the broker {outage}", time.monotonic() - back_at, "s",
