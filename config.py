@@ -32,6 +32,8 @@ BROKER_VISIBILITY_TIMEOUT = 60
 # Seconds between each worker's sweeps for such messages (kombu's default
 # sweep runs every 10 s but scans on every 10th call only, i.e. ~100 s).
 UNACKED_RESTORE_INTERVAL = 5
+# Celery's "<class>+<url>" form: the Redis result backend, minus a subscription per submit.
+RESULTS_BACKEND_CLASS = "backend.results:SubmitWithoutSubscribingBackend"
 
 
 class ConfigError(RuntimeError):
@@ -114,7 +116,8 @@ class BaseConfig:
         }
         return {
             "broker_url": self.BROKER_URL,
-            "result_backend": self.RESULT_BACKEND,
+            # See RESULTS_BACKEND_CLASS and backend/results.py.
+            "result_backend": f"{RESULTS_BACKEND_CLASS}+{self.RESULT_BACKEND}",
             # JSON only: a pickle payload in the queue would be code execution.
             "task_serializer": "json",
             "result_serializer": "json",

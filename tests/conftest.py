@@ -103,7 +103,11 @@ def start_worker(
             # restart in a test, the first broadcast may draw a closed one.
             return False
 
-    wait_until(answers_ping, timeout=30, what=f"worker {hostname} to answer a ping")
+    try:
+        wait_until(answers_ping, timeout=30, what=f"worker {hostname} to answer a ping")
+    except BaseException:
+        process.stop()  # never leave a worker running behind a failed test
+        raise
     return process, hostname
 
 

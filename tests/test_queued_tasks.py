@@ -91,3 +91,14 @@ def test_readyz_is_503_with_details_when_no_worker_answers(idle_client):
 
 def test_healthz_answers(idle_client):
     assert idle_client.get("/healthz").get_json() == {"status": "ok"}
+
+
+def test_a_submit_does_not_subscribe_to_its_result(idle_client, idle_redis_url):
+    # Celery's Redis backend subscribes on every apply_async; the API never reads the
+    # replies, which would pile up on its connections (backend/results.py).
+    stats = redis.Redis.from_url(idle_redis_url).info("commandstats")
+    subscribes_before = stats.get("cmdstat_subscribe", {}).get("calls", 0)
+    for _ in range(10):
+        assert idle_client.post("/add", json={"x": 1, "y": 2}).status_code == 202
+    stats = redis.Redis.from_url(idle_redis_url).info("commandstats")
+    assert stats.get("cmdstat_subscribe", {}).get("calls", 0) == subscribes_before
