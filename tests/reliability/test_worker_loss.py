@@ -33,7 +33,8 @@ def test_a_killed_workers_task_is_finished_by_another_worker_within_the_document
     # The shipped visibility timeout, not a test value: this is the bound the README states.
     bound = BROKER_VISIBILITY_TIMEOUT + 2 * UNACKED_RESTORE_INTERVAL + 5
     doomed = start_workers("doomed")
-    task_id = jobs.submit("tests.sleep", seconds=2)
+    # Long enough on the doomed worker to be killed there, short on the survivor.
+    task_id = jobs.submit("tests.sleep", seconds=0.5, first_run_seconds=60)
     jobs.running_pid(task_id)
     start_workers("survivor")
 
