@@ -263,6 +263,17 @@ class Targets:
             self.missed.append(f"{name}: {value:.2f} {unit} > {limit:g} {unit}")
 
 
+def assert_recovers(service: Service, targets: Targets, back_at: float, after: str) -> None:
+    """Within RECOVERY_LIMIT_S of Redis being back, the API accepts a submit and a worker
+    runs it; then every request succeeds. Figures for both, then every target checked."""
+    task_id = first_accepted_submit(service)
+    targets.at_most(f"API accepts a submit after {after}", time.monotonic() - back_at, "s", RECOVERY_LIMIT_S)
+    wait_for_success(service, task_id)
+    targets.at_most(f"worker ran a task submitted after {after}", time.monotonic() - back_at, "s", RECOVERY_LIMIT_S)
+    assert_every_request_succeeds(service)
+    assert not targets.missed
+
+
 def test_with_redis_stopped_requests_fail_fast_and_everything_recovers_after_a_restart(service, private_redis):
     targets = Targets()
     private_redis.stop()
@@ -273,14 +284,7 @@ def test_with_redis_stopped_requests_fail_fast_and_everything_recovers_after_a_r
 
     time.sleep(max(0.0, stopped_at + STOPPED_OUTAGE_S - time.monotonic()))
     private_redis.start()  # same port and data directory; returns once Redis answers PING
-    back_at = time.monotonic()
-    task_id = first_accepted_submit(service)
-    targets.at_most("API accepts a submit after restart", time.monotonic() - back_at, "s", RECOVERY_LIMIT_S)
-    wait_for_success(service, task_id)
-    targets.at_most("worker ran a task submitted after restart", time.monotonic() - back_at, "s", RECOVERY_LIMIT_S)
-    assert_every_request_succeeds(service)
-
-    assert not targets.missed
+    assert_recovers(service, targets, back_at=time.monotonic(), after="restart")
 
 
 def test_with_redis_hung_requests_fail_fast_healthz_answers_and_everything_recovers_on_resume(
@@ -301,13 +305,7 @@ def test_with_redis_hung_requests_fail_fast_healthz_answers_and_everything_recov
     assert len(healthz.latencies) >= 10, "the probe ran throughout the hang"
     targets.at_most("p95 GET /healthz while Redis hung", figures.percentile(healthz.latencies, 0.95), "ms",
                     HEALTHZ_LIMIT_MS)
-    task_id = first_accepted_submit(service)
-    targets.at_most("API accepts a submit after resume", time.monotonic() - back_at, "s", RECOVERY_LIMIT_S)
-    wait_for_success(service, task_id)
-    targets.at_most("worker ran a task submitted after resume", time.monotonic() - back_at, "s", RECOVERY_LIMIT_S)
-    assert_every_request_succeeds(service)
-
-    assert not targets.missed
+    assert_recovers(service, targets, back_at, after="resume")
 
 
 # How each kind of outage begins and ends, and its latency target and concurrency.
