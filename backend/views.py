@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
-
 from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, jsonify, request, url_for
 from spectree import Response, SpecTree
@@ -18,7 +17,7 @@ from backend.idempotency import HEADER as IDEMPOTENCY_HEADER
 from backend.health import readiness
 from backend.registry import PublicTask, public_tasks
 from backend.schemas import ErrorBody, Health, Readiness, Submitted, TaskList, TaskStatus
-from backend.tasks import AddInput, LongTaskInput
+from backend.tasks import LongTaskInput
 
 # 401 only when API_TOKENS is set; 429 only when SUBMIT_RATE_LIMIT is on.
 SUBMIT_RESPONSES = {
