@@ -104,6 +104,9 @@ class BaseConfig:
         # Seconds a stopping worker (SIGTERM) lets running tasks finish before it
         # puts them back on the queue. Keep it below your supervisor's grace period.
         self.WORKER_SOFT_SHUTDOWN_TIMEOUT = _float(environ, "WORKER_SOFT_SHUTDOWN_TIMEOUT", 8.0)
+        # Longest long-poll (GET /status/<id>?wait=): each waiting request holds a
+        # gunicorn thread, so this bounds how long a client can keep one.
+        self.STATUS_MAX_WAIT = _float(environ, "STATUS_MAX_WAIT", 30.0)
         # Seconds /readyz waits for a worker to answer a ping.
         self.READYZ_PING_TIMEOUT = _float(environ, "READYZ_PING_TIMEOUT", 1.0)
         self.CELERY = self.celery_settings()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -101,6 +102,32 @@ def task_status(task_id: str) -> TaskStatus:
         raise APIError(404, "task_not_found", f"no task with id {task_id!r} (never submitted, or expired)")
     meta = _celery().backend.get_task_meta(task_id)
     return build_status(task_id, record, meta)
+
+
+def wait_for_change(task_id: str, seconds: float) -> TaskStatus:
+    """The task's status once its state or progress changes, or after `seconds`.
+
+    Fed by the result backend's pub/sub: every state Celery stores is also
+    published on the task's key, so this waits on a message, not a sleep loop.
+    A task that has already ended is answered at once.
+    """
+    status = task_status(task_id)
+    seconds = min(seconds, current_app.config["STATUS_MAX_WAIT"])
+    if status.state in FINAL_STATES or seconds <= 0:
+        return status
+    deadline = time.monotonic() + seconds
+    pubsub = _records().client.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(_celery().backend.get_key_for_task(task_id))
+        # Read again once subscribed: a change between the first read and the
+        # subscription would otherwise be missed until the deadline.
+        current = task_status(task_id)
+        while current == status and (remaining := deadline - time.monotonic()) > 0:
+            if pubsub.get_message(timeout=remaining) is not None:
+                current = task_status(task_id)
+        return current
+    finally:
+        pubsub.close()
 
 
 def build_status(task_id: str, record: Mapping[str, str], meta: Mapping[str, Any]) -> TaskStatus:

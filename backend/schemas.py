@@ -36,6 +36,16 @@ class TaskStatus(BaseModel):
     finished_at: str | None
 
 
+class StatusQuery(BaseModel):
+    wait: float = Field(
+        default=0,
+        ge=0,
+        le=60,
+        description="Long-poll: answer as soon as the task's state or progress changes, "
+        "or after this many seconds (at most STATUS_MAX_WAIT, 30 by default). 0 answers at once.",
+    )
+
+
 class Submitted(BaseModel):
     task_id: str
     state: Literal["QUEUED"]

@@ -16,7 +16,7 @@ from backend.errors import APIError
 from backend.idempotency import HEADER as IDEMPOTENCY_HEADER
 from backend.health import readiness
 from backend.registry import PublicTask, public_tasks
-from backend.schemas import ErrorBody, Health, Readiness, Submitted, TaskList, TaskStatus
+from backend.schemas import ErrorBody, Health, Readiness, StatusQuery, Submitted, TaskList, TaskStatus
 from backend.tasks import LongTaskInput
 
 # 401 only when API_TOKENS is set; 429 only when SUBMIT_RATE_LIMIT is on.
@@ -31,7 +31,13 @@ SUBMIT_RESPONSES = {
     "HTTP_429": ErrorBody,
     "HTTP_503": ErrorBody,
 }
-STATUS_RESPONSES = {"HTTP_200": TaskStatus, "HTTP_401": ErrorBody, "HTTP_404": ErrorBody, "HTTP_503": ErrorBody}
+STATUS_RESPONSES = {
+    "HTTP_200": TaskStatus,
+    "HTTP_401": ErrorBody,
+    "HTTP_404": ErrorBody,
+    "HTTP_422": ErrorBody,
+    "HTTP_503": ErrorBody,
+}
 
 
 def json_body() -> Any:
@@ -128,10 +134,12 @@ def create_blueprint(spec: SpecTree, limit_submits: Callable[[Callable], Callabl
         )
 
     @bp.get("/status/<task_id>")
-    @spec.validate(resp=Response(**STATUS_RESPONSES), tags=("status",), skip_validation=True)
+    @spec.validate(query=StatusQuery, resp=Response(**STATUS_RESPONSES), tags=("status",), skip_validation=True)
     def task_status(task_id: str):
-        """The task's status: the same object in every state; 404 for an unknown or expired id."""
-        return jsonify(jobs.task_status(task_id).model_dump(mode="json"))
+        """The task's status: the same object in every state; 404 for an unknown or expired id.
+        With `?wait=<seconds>`, answers when the state or progress changes (long-poll)."""
+        query = jobs.validate_input(StatusQuery, request.args.to_dict(), from_query=True)
+        return jsonify(jobs.wait_for_change(task_id, query.wait).model_dump(mode="json"))
 
     @bp.post("/status/<task_id>/cancel")
     @spec.validate(

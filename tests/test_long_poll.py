@@ -1,0 +1,73 @@
+"""GET /status/<id>?wait=<seconds>: answers as soon as the state or progress changes,
+or when the wait is over; a finished task is answered at once."""
+
+import threading
+import time
+
+import pytest
+
+from tests.conftest import make_app, wait_for_state
+
+
+def submit_queued(idle_client) -> str:
+    return idle_client.post("/add", json={"x": 1, "y": 2}).get_json()["task_id"]
+
+
+def test_without_a_change_it_answers_the_same_state_when_the_wait_is_over(idle_client):
+    task_id = submit_queued(idle_client)
+    started = time.monotonic()
+    response = idle_client.get(f"/status/{task_id}?wait=0.3")
+    assert response.status_code == 200
+    assert response.get_json()["state"] == "QUEUED"
+    assert time.monotonic() - started >= 0.3
+
+
+def test_a_change_ends_the_wait_at_once(idle_app, idle_client):
+    task_id = submit_queued(idle_client)
+    cancel = threading.Timer(0.3, lambda: idle_app.test_client().post(f"/status/{task_id}/cancel"))
+    cancel.start()
+    try:
+        body = idle_client.get(f"/status/{task_id}?wait=20").get_json()
+    finally:
+        cancel.join()
+    assert body["state"] == "REVOKED"
+
+
+def test_a_finished_task_is_answered_without_waiting(client, worker):
+    task_id = client.post("/add", json={"x": 2, "y": 3}).get_json()["task_id"]
+    wait_for_state(client, task_id, {"SUCCESS"})
+    started = time.monotonic()
+    assert client.get(f"/status/{task_id}?wait=20").get_json()["result"] == 5
+    assert time.monotonic() - started < 10  # far below the 20 s asked for
+
+
+def test_following_a_task_takes_one_request_per_change_not_a_polling_loop(client, worker):
+    task_id = client.post("/longtask", json={"steps": 3, "step_seconds": 0.3}).get_json()["task_id"]
+    states, requests_made = [], 0
+    while not states or states[-1] not in {"SUCCESS", "FAILURE"}:
+        body = client.get(f"/status/{task_id}?wait=10").get_json()
+        requests_made += 1
+        states.append(body["state"] if body["state"] != "PROGRESS" else f"PROGRESS {body['progress']['current']}")
+        assert requests_made <= 12, states
+    assert states[-1] == "SUCCESS"
+    assert "PROGRESS 1" in states and "PROGRESS 2" in states
+
+
+def test_the_wait_is_capped_by_status_max_wait(idle_redis_url):
+    client = make_app(idle_redis_url, STATUS_MAX_WAIT="0.2").test_client()
+    task_id = submit_queued(client)
+    started = time.monotonic()
+    assert client.get(f"/status/{task_id}?wait=60").get_json()["state"] == "QUEUED"
+    assert time.monotonic() - started < 10  # capped at 0.2 s, not 60
+
+
+@pytest.mark.parametrize("wait", ["-1", "61", "soon", "nan"])
+def test_a_bad_wait_is_422(idle_client, wait):
+    task_id = submit_queued(idle_client)
+    response = idle_client.get(f"/status/{task_id}?wait={wait}")
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"][0]["field"] == "wait"
+
+
+def test_an_unknown_task_is_404_at_once(idle_client):
+    assert idle_client.get("/status/00000000-0000-4000-8000-000000000000?wait=20").status_code == 404
