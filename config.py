@@ -153,8 +153,9 @@ class BaseConfig:
             # and does not wait for an hour-long task. An idle worker stops at once.
             "worker_soft_shutdown_timeout": self.WORKER_SOFT_SHUTDOWN_TIMEOUT,
             "worker_enable_soft_shutdown_on_idle": False,
-            # Reconnect within a second of Redis coming back (backend/consumer.py).
-            "worker_consumer": "backend.consumer:QuickReconnectConsumer",
+            # Reconnect within a second of Redis coming back; a deploy's requeue is
+            # not a death (backend/consumer.py).
+            "worker_consumer": "backend.consumer:JobsConsumer",
             # Never give up on the broker: kombu counts attempts, not time, so at 1 s apart
             # the default 100 would make every worker exit after ~100 s of Redis outage.
             "broker_connection_max_retries": None,

@@ -37,6 +37,15 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return deliveries
 """
 
+# A delivery that a stopping worker hands back (SIGTERM, soft shutdown) did not
+# die: take it off the count, for this attempt only and never below zero.
+_UNCOUNT_DELIVERY = """
+if redis.call('HGET', KEYS[1], 'attempt') == ARGV[1]
+   and tonumber(redis.call('HGET', KEYS[1], 'deliveries') or '0') > 0 then
+  redis.call('HINCRBY', KEYS[1], 'deliveries', -1)
+end
+"""
+
 # Returns 1 when the task had not started yet (so it never will), 0 otherwise.
 _REQUEST_CANCEL = """
 redis.call('HSETNX', KEYS[1], 'cancel_requested_at', ARGV[1])
@@ -59,6 +68,7 @@ class TaskRecords:
         self.ttl = ttl_seconds
         self._start = client.register_script(_START_UNLESS_CANCELLED)
         self._cancel = client.register_script(_REQUEST_CANCEL)
+        self._uncount = client.register_script(_UNCOUNT_DELIVERY)
 
     @staticmethod
     def key(task_id: str) -> str:
@@ -83,6 +93,10 @@ class TaskRecords:
         """Mark the task started: 0 if it was cancelled before it started, else
         the number of times this attempt has now been delivered (1 normally)."""
         return int(self._start(keys=[self.key(task_id)], args=[utcnow_iso(), self.ttl, name, attempt]))
+
+    def uncount_delivery(self, task_id: str, attempt: int = 0) -> None:
+        """The worker handed this delivery back on purpose: do not count it as a death."""
+        self._uncount(keys=[self.key(task_id)], args=[attempt])
 
     def request_cancel(self, task_id: str) -> bool:
         """Flag the task cancelled; True if it had not started (it never will)."""

@@ -41,12 +41,12 @@ def retry_once(self, countdown: float) -> str:
 
 
 @shared_task(name="tests.sleep", bind=True)
-def sleep(self, seconds: float, first_run_seconds: float | None = None) -> dict:
-    """Sleep (`first_run_seconds` on the first execution, if given), having published
+def sleep(self, seconds: float, slow_seconds: float = 0, slow_runs: int = 0) -> dict:
+    """Sleep (`slow_seconds` on the first `slow_runs` executions), having published
     its pool process's pid and its worker's name (`test:pid:<id>`, `test:ran_on:<id>`),
-    so a test can kill it mid-run."""
-    if first_run_seconds is not None and int(_redis().hget(EXECUTIONS, self.request.id) or 0) <= 1:
-        seconds = first_run_seconds
+    so a test can stop or kill it mid-run."""
+    if int(_redis().hget(EXECUTIONS, self.request.id) or 0) <= slow_runs:
+        seconds = slow_seconds
     pipe = _redis().pipeline()
     pipe.set(f"test:pid:{self.request.id}", os.getpid(), ex=600)
     pipe.rpush(f"test:ran_on:{self.request.id}", self.request.hostname)
