@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
+from limits import parse_many
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -109,7 +110,29 @@ class BaseConfig:
         self.STATUS_MAX_WAIT = _float(environ, "STATUS_MAX_WAIT", 30.0)
         # Seconds /readyz waits for a worker to answer a ping.
         self.READYZ_PING_TIMEOUT = _float(environ, "READYZ_PING_TIMEOUT", 1.0)
+        self._check_consistency()
         self.CELERY = self.celery_settings()
+
+    def _check_consistency(self) -> None:
+        """Refuse settings that contradict each other, in every environment."""
+        # Celery waits out the grace period in a signal handler, blocking the event
+        # loop that renews leases (backend/leases.py): the grace must end before
+        # a lease could expire, or other workers re-run the tasks still running.
+        grace_limit = self.BROKER_VISIBILITY_TIMEOUT * 2 / 3
+        if self.WORKER_SOFT_SHUTDOWN_TIMEOUT >= grace_limit:
+            raise ConfigError(
+                f"WORKER_SOFT_SHUTDOWN_TIMEOUT={self.WORKER_SOFT_SHUTDOWN_TIMEOUT:g} must stay below "
+                f"{grace_limit:g} s (two thirds of BROKER_VISIBILITY_TIMEOUT={self.BROKER_VISIBILITY_TIMEOUT})"
+            )
+        if self.SUBMIT_RATE_LIMIT.strip().lower() not in {"", "off"}:
+            try:
+                parse_many(self.SUBMIT_RATE_LIMIT)
+            except ValueError:
+                # Flask-Limiter would only log it on every request and limit nothing.
+                raise ConfigError(
+                    f"SUBMIT_RATE_LIMIT={self.SUBMIT_RATE_LIMIT!r} is not a rate limit: "
+                    'use e.g. "20/second;600/minute", or "off"'
+                ) from None
 
     def celery_settings(self) -> dict[str, Any]:
         """Celery's settings, new-style lowercase names, each with why it has its value."""

@@ -27,30 +27,51 @@ def client_id_for(token: str) -> str:
     return "token-" + hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
-def authenticate() -> None:
-    """before_request of the API: set g.client_id, or answer 401."""
-    tokens = current_app.config["API_TOKENS"]
-    if not tokens or request.endpoint in OPEN_ENDPOINTS:
-        g.client_id = ANONYMOUS
-        return
+def _presented_token() -> str | None:
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    presented = presented.strip()
-    if scheme.lower() != "bearer" or not presented:
-        raise APIError(
-            401, "unauthorized", "send an API token: Authorization: Bearer <token>",
-            headers={"WWW-Authenticate": 'Bearer realm="jobs"'},
-        )
+    return presented.strip() if scheme.lower() == "bearer" and presented.strip() else None
+
+
+def _is_valid(presented: str, tokens: tuple[str, ...]) -> bool:
     # Constant time: compare fixed-length digests with every token, without stopping at a match.
     presented_digest = _digest(presented)
     matched = False
     for token in tokens:
         matched |= hmac.compare_digest(presented_digest, _digest(token))
-    if not matched:
+    return matched
+
+
+def authenticate() -> None:
+    """before_request of the API: set g.client_id, or answer 401.
+
+    The health checks never answer 401; a valid token there only unlocks details.
+    """
+    g.client_id = ANONYMOUS
+    tokens = current_app.config["API_TOKENS"]
+    if not tokens:
+        return
+    presented = _presented_token()
+    if request.endpoint in OPEN_ENDPOINTS:
+        if presented and _is_valid(presented, tokens):
+            g.client_id = client_id_for(presented)
+        return
+    if presented is None:
+        raise APIError(
+            401, "unauthorized", "send an API token: Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": 'Bearer realm="jobs"'},
+        )
+    if not _is_valid(presented, tokens):
         raise APIError(
             401, "invalid_token", "the API token is not valid",
             headers={"WWW-Authenticate": 'Bearer realm="jobs", error="invalid_token"'},
         )
     g.client_id = client_id_for(presented)
+
+
+def may_see_details() -> bool:
+    """Worker names and connection errors are for operators: with API_TOKENS set,
+    only authenticated callers of the health checks see them."""
+    return not current_app.config["API_TOKENS"] or current_client() != ANONYMOUS
 
 
 def current_client() -> str:

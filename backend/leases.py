@@ -21,6 +21,7 @@ import logging
 import time
 
 from celery import bootsteps
+from celery.concurrency.solo import TaskPool as SoloPool
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +33,10 @@ RENEWALS_PER_TIMEOUT = 6
 class RenewLeases(bootsteps.StartStopStep):
     """Rescores this worker's unacknowledged messages on a timer of the worker's event loop.
 
-    It runs in the main process, not in the task: it covers every task, prefetched
-    and ETA messages too. It stops when the main process stops, which is the point.
+    It runs in the main process, not in the task (with the prefork or threads pool):
+    it covers every task, prefetched and ETA messages too. It stops when the main
+    process stops, which is the point. While Celery waits out the soft-shutdown grace
+    period it renews nothing, hence config's limit on WORKER_SOFT_SHUTDOWN_TIMEOUT.
     """
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
@@ -46,6 +49,14 @@ class RenewLeases(bootsteps.StartStopStep):
         channel = c.task_consumer.channel
         if not hasattr(channel, "unacked_index_key"):
             return  # not the Redis transport: nothing to renew
+        if isinstance(c.pool, SoloPool):
+            # The solo pool runs tasks in the event loop itself: no renewal while a
+            # task runs, so one longer than the visibility timeout would run twice.
+            logger.error(
+                "--pool solo cannot renew visibility leases while a task runs: a task longer than "
+                "%s s will be run again by another worker. Use the default prefork pool.",
+                channel.visibility_timeout,
+            )
         interval = max(channel.visibility_timeout / RENEWALS_PER_TIMEOUT, 0.5)
         self.timer_entry = c.timer.call_repeatedly(interval, renew_leases, (channel,))
 

@@ -28,7 +28,8 @@ def submit_limit(app: Flask) -> Callable:
     limiter = Limiter(
         rate_limit_key,
         app=app,
-        storage_uri=app.config["REDIS_URL"],
+        # Beside the task records: the Redis every API machine already shares.
+        storage_uri=app.config["RESULT_BACKEND"],
         # A Redis outage must stay a fast 503 here too (the error reaches errors.py).
         storage_options={
             "socket_timeout": app.config["REDIS_SOCKET_TIMEOUT"],

@@ -2,9 +2,11 @@
 
 On each apply_async, Celery's Redis backend subscribes the calling thread to the
 task's result channel, in case the caller later waits with AsyncResult.get(). The
-API never waits; it reads states from the backend. So every submit left a
-subscribe and an unsubscribe reply unread on the gunicorn thread's connection,
-about 170 bytes each, growing without bound (celery#6963, #4983, #3808).
+API never calls it: it reads states from the backend, and its long-poll
+(jobs.wait_for_change) subscribes on a connection of its own, only while it waits.
+So every submit left a subscribe and an unsubscribe reply unread on the gunicorn
+thread's connection, about 170 bytes each, growing without bound (celery#6963,
+#4983, #3808).
 AsyncResult.get() still works: it subscribes when it is called, then reads the
 stored state, so it cannot miss a result that arrived first.
 """

@@ -11,7 +11,7 @@ from spectree import Response, SpecTree
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from backend import jobs
-from backend.auth import authenticate
+from backend.auth import authenticate, may_see_details
 from backend.errors import APIError
 from backend.idempotency import HEADER as IDEMPOTENCY_HEADER
 from backend.health import readiness
@@ -164,6 +164,8 @@ def create_blueprint(spec: SpecTree, limit_submits: Callable[[Callable], Callabl
     def readyz():
         """Readiness: Redis answers and at least one worker answers a ping; 503 with details otherwise."""
         ready, checks = readiness()
+        if not may_see_details():
+            checks = {name: {"ok": check["ok"]} for name, check in checks.items()}
         return jsonify(status="ready" if ready else "unavailable", **checks), 200 if ready else 503
 
     return bp

@@ -64,6 +64,15 @@ def test_health_checks_stay_open(secured):
     assert secured.get("/readyz").status_code in {200, 503}  # no worker here; never 401
 
 
+def test_readiness_details_are_for_token_holders_only(secured):
+    anonymous = secured.get("/readyz").get_json()
+    assert anonymous["workers"] == {"ok": False}  # no names, no error text
+    assert anonymous["redis"] == {"ok": True}
+    detailed = secured.get("/readyz", headers=bearer(TOKEN)).get_json()
+    assert "error" in detailed["workers"] and "latency_ms" in detailed["redis"]
+    assert secured.get("/readyz", headers=bearer("c" * 40)).get_json()["workers"] == {"ok": False}
+
+
 def test_the_openapi_document_is_open_and_declares_the_bearer_scheme(secured):
     spec = secured.get("/openapi.json").get_json()
     assert spec["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer"}

@@ -123,3 +123,13 @@ def test_a_dotenv_file_is_read_and_the_environment_wins_over_it(tmp_path):
     config = load_config(values)
     assert config.REDIS_URL == "redis://from-dotenv:6379/0"
     assert config.SECRET_KEY == "from-environment"
+
+
+def test_a_mistyped_rate_limit_is_refused_not_silently_ignored():
+    with pytest.raises(ConfigError, match="SUBMIT_RATE_LIMIT"):
+        load_config({"SUBMIT_RATE_LIMIT": "20/secnd"})
+
+
+def test_the_shutdown_grace_must_end_before_a_lease_could_expire():
+    with pytest.raises(ConfigError, match="WORKER_SOFT_SHUTDOWN_TIMEOUT"):
+        load_config({"BROKER_VISIBILITY_TIMEOUT": "30", "WORKER_SOFT_SHUTDOWN_TIMEOUT": "25"})

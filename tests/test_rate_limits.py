@@ -50,9 +50,13 @@ def test_each_client_has_its_own_budget(limited, address):
 def test_authenticated_clients_are_limited_per_token_not_per_address(idle_redis_url, address):
     tokens = ["limited-a" * 5, "limited-b" * 5]  # used by no other test: their counts start at 0
     client = make_app(idle_redis_url, SUBMIT_RATE_LIMIT="1/minute", API_TOKENS=",".join(tokens)).test_client()
-    first = client.post("/add", json={"x": 1, "y": 2}, headers={"Authorization": f"Bearer {tokens[0]}"}, environ_base=address)
-    second = client.post("/add", json={"x": 1, "y": 2}, headers={"Authorization": f"Bearer {tokens[1]}"}, environ_base=address)
-    assert first.status_code == second.status_code == 202
+    def submit(token):
+        headers = {"Authorization": f"Bearer {token}"}
+        return client.post("/add", json={"x": 1, "y": 2}, headers=headers, environ_base=address).status_code
+
+    assert submit(tokens[0]) == 202
+    assert submit(tokens[1]) == 202  # same address, another token: its own budget
+    assert submit(tokens[0]) == 429  # the first token's budget is spent
 
 
 def test_status_lookups_are_not_limited(limited, address):

@@ -59,12 +59,12 @@ WARMUP_TASKS = 8 * CONCURRENCY
 SAMPLE_INTERVAL_S = 1.0
 STATUS_SAMPLE = 50
 META_BATCH = 1000
-# A channel per submit in flight: Celery's result backend subscribes to a task's channel
-# in apply_async and unsubscribes when the AsyncResult is dropped, within the request.
-CHANNEL_SLACK = GUNICORN_WORKERS * GUNICORN_THREADS
+# No channel at all: the API's result backend does not subscribe on submit
+# (backend/results.py; Celery's own subscribes per apply_async, celery#6963).
+CHANNEL_SLACK = 0
 # Connections a warmed-up stack may still open under load: one more per gunicorn thread.
-# Each thread has its own Celery result backend (thread-local since Celery 5), with a
-# connection for reads and one for pub/sub, and the records and broker pools grow to
+# Each thread has its own Celery result backend (thread-local since Celery 5) with a
+# connection for reads, and the records and broker pools grow to
 # the number of threads using them at once, so a gunicorn worker holds up to 5 per
 # thread; the warm-up opens most of them. A leak of one connection per 2,500
 # submissions would exceed this at 20,000.

@@ -38,10 +38,11 @@ def test_queued_tasks_records_and_results_survive_a_redis_restart(jobs, start_wo
     restart(private_redis)
 
     assert {jobs.status(task_id)["state"] for task_id in queued} == {"QUEUED"}
-    assert {task_id: jobs.status(task_id)["result"] for task_id in finished} == finished
+    results_lost = sum(jobs.status(task_id)["result"] != result for task_id, result in finished.items())
     start_workers("after")
     results = {task_id: jobs.wait_for(task_id, {"SUCCESS", "FAILURE"}, timeout=30)["result"] for task_id in queued}
-    assert results == queued
+    tasks_lost = sum(results[task_id] != result for task_id, result in queued.items())
+    figures.record("redis restart", f"Redis {how}: queued tasks lost (of 50)", tasks_lost, "", "0", tasks_lost == 0)
+    figures.record("redis restart", f"Redis {how}: finished results lost (of 5)", results_lost, "", "0", results_lost == 0)
+    assert tasks_lost == results_lost == 0
     assert all(jobs.executions(task_id) == 1 for task_id in queued)
-    figures.record("redis restart", f"Redis {how}: queued tasks lost (of 50)", 0, "", "0", True)
-    figures.record("redis restart", f"Redis {how}: finished results lost (of 5)", 0, "", "0", True)

@@ -12,11 +12,13 @@ from tests.reliability.jobs import kill_worker
 NAMES = ("alpha", "bravo", "charlie")
 TASKS = 60
 VISIBILITY_TIMEOUT = 10  # short, so the test does not wait the shipped 60 s
+# The soft-shutdown grace must stay below 2/3 of it (config.py).
+SHORT_VISIBILITY = {"BROKER_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT), "WORKER_SOFT_SHUTDOWN_TIMEOUT": "1"}
 
 
 def test_three_workers_share_a_queue_and_losing_one_loses_nothing(jobs, start_workers):
     workers = {
-        name: start_workers(name, concurrency=2, BROKER_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT)) for name in NAMES
+        name: start_workers(name, concurrency=2, **SHORT_VISIBILITY) for name in NAMES
     }
     answering = {name for reply in jobs.celery.control.ping(timeout=1) for name in reply}
     assert answering == {f"{name}@localhost" for name in NAMES}
