@@ -29,8 +29,9 @@ class JobTask(Task):
     records: TaskRecords
     max_deliveries: int = 3
 
-    def apply_async(self, args=None, kwargs=None, task_id=None, **options):
-        """Publish, with the task's record written first.
+    def apply_async(self, args=None, kwargs=None, task_id=None, *, record_written=False, **options):
+        """Publish, with the task's record written first (unless the caller did:
+        `record_written`, as an idempotency-key claim does).
 
         The record makes the id known (QUEUED) before any worker can see the
         message; if publishing fails it is removed again, so a failed submit
@@ -39,7 +40,8 @@ class JobTask(Task):
         if self.app.conf.task_always_eager:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         task_id = task_id or uuid()
-        self.records.create(task_id, self.name)
+        if not record_written:
+            self.records.create(task_id, self.name)
         try:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         except BaseException:

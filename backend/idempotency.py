@@ -17,7 +17,7 @@ from typing import Any
 
 from backend.errors import APIError
 from backend.records import KEY_PREFIX as RECORD_PREFIX
-from backend.records import TaskRecords, utcnow_iso
+from backend.records import TaskRecords
 
 HEADER = "Idempotency-Key"
 # Printable ASCII without spaces; long enough for a UUID or a client's own scheme.
@@ -55,12 +55,12 @@ local bound = redis.call('GET', KEYS[1])
 if bound then
   local sep = string.find(bound, ':', 1, true)
   local task_id = string.sub(bound, sep + 1)
-  if redis.call('EXISTS', ARGV[6] .. task_id) == 1 then
+  if redis.call('EXISTS', ARGV[4] .. task_id) == 1 then
     return {string.sub(bound, 1, sep - 1), task_id, 1}
   end
 end
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'EX', ARGV[3])
-redis.call('HSET', KEYS[2], 'name', ARGV[4], 'submitted_at', ARGV[5])
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return {ARGV[1], ARGV[2], 0}
 """
@@ -77,10 +77,14 @@ class IdempotencyKeys:
         return KEY_PREFIX + hashlib.sha256(f"{client_id}\0{key}".encode()).hexdigest()
 
     def claim(self, client_id: str, key: str, request_fingerprint: str, task_name: str, new_task_id: str) -> Claim:
-        """Bind the key to new_task_id (creating its record), or return the task it is bound to."""
+        """Bind the key to new_task_id (creating its record), or return the task it is bound to.
+
+        The caller then publishes new_task_id with record_written=True.
+        """
+        record_fields = [part for field in self.records.new_record(task_name).items() for part in field]
         bound_fingerprint, task_id, replayed = self._claim(
             keys=[self._redis_key(client_id, key), self.records.key(new_task_id)],
-            args=[request_fingerprint, new_task_id, self.records.ttl, task_name, utcnow_iso(), RECORD_PREFIX],
+            args=[request_fingerprint, new_task_id, self.records.ttl, RECORD_PREFIX, *record_fields],
         )
         if bound_fingerprint.decode() != request_fingerprint:
             raise APIError(

@@ -91,7 +91,7 @@ def submit(name: str, data: Any, *, from_query: bool = False, idempotency_key: s
     claim = keys.claim(current_client(), idempotency_key, fingerprint(task.name, params), task.name, uuid())
     if claim.replayed:
         return Submission(claim.task_id, replayed=True)
-    celery_task.apply_async(kwargs=params, task_id=claim.task_id)
+    celery_task.apply_async(kwargs=params, task_id=claim.task_id, record_written=True)
     return Submission(claim.task_id)
 
 

@@ -74,9 +74,14 @@ class TaskRecords:
     def key(task_id: str) -> str:
         return KEY_PREFIX + task_id
 
+    @staticmethod
+    def new_record(name: str) -> dict[str, str]:
+        """The fields of a record when its task is submitted (the worker adds the rest)."""
+        return {"name": name, "submitted_at": utcnow_iso()}
+
     def create(self, task_id: str, name: str) -> None:
         pipe = self.client.pipeline()
-        pipe.hset(self.key(task_id), mapping={"name": name, "submitted_at": utcnow_iso()})
+        pipe.hset(self.key(task_id), mapping=self.new_record(name))
         pipe.expire(self.key(task_id), self.ttl)
         pipe.execute()
 
