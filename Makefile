@@ -6,12 +6,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lock clean help
+.PHONY: run test bench lock clean help
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make run    start Redis (embedded if none), the API (gunicorn), a worker and Flower"
 	@echo "make test   run the whole test suite against real Redis, workers and gunicorn"
+	@echo "make bench  measure the service against Redis and raw Celery (bench/results/latest.*)"
 	@echo "make lock   recompile requirements*.txt from requirements*.in"
 
 $(BIN)/python:
@@ -33,6 +34,10 @@ run: $(VENV)/.runtime-installed
 
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# A private Redis, API and workers; BENCH_ARGS="--quick" for a tiny run, "--help" for the rest.
+bench: $(VENV)/.dev-installed
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lock: $(VENV)/.dev-installed
 	$(BIN)/pip-compile -q --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links -o requirements.txt requirements.in

@@ -1,0 +1,319 @@
+"""The benchmark's outputs: the JSON document, the printed table and the PNG."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+
+LIBRARIES = ("celery", "kombu", "redis", "hiredis", "billiard", "flask", "werkzeug", "gunicorn",
+             "pydantic", "spectree", "flask-limiter")
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "cpu_model": model,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "libraries": versions,
+    }
+
+
+def _percentiles(summary: dict) -> dict:
+    keep = ("p50", "p90", "p99", "mean", "n", "method", "status_requests_per_task")
+    return {key: summary[key] for key in keep if key in summary}
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else math.nan
+
+
+def document(results: dict, *, quick: bool) -> dict:
+    """The JSON of bench/results/latest.json: headline figures first, then the detail."""
+    n = results["apply_async_n"]["processes"]
+    http = results["http_submit"]["per_s"]
+    e2e_http, e2e_raw = results["e2e_http"], results["e2e_raw"]
+    ours, defaults = results["worker_ours"]["per_s"], results["worker_defaults"]["per_s"]
+    status = results["status"]["per_s"]
+    rss = results["rss"]
+    ratios = {
+        "http_submit_over_apply_async_same_processes": _ratio(http, results["apply_async_n"]["per_s"]),
+        "http_submit_over_apply_async_1_process": _ratio(http, results["apply_async_1"]["per_s"]),
+        "e2e_p50_http_over_raw": _ratio(e2e_http["p50"], e2e_raw["p50"]),
+        "e2e_p99_http_over_raw": _ratio(e2e_http["p99"], e2e_raw["p99"]),
+        "worker_ours_over_celery_defaults": _ratio(ours, defaults),
+        "apply_async_over_redis_lpush": _ratio(results["apply_async_1"]["per_s"], results["redis_lpush"]["per_s"]),
+    }
+    targets = [
+        {"name": f"HTTP submit ≥ 0.7 × raw apply_async ({n} processes)",
+         "measured": ratios["http_submit_over_apply_async_same_processes"], "target": 0.7, "op": ">="},
+        {"name": "e2e p50 over HTTP ≤ 1.5 × raw Celery round trip",
+         "measured": ratios["e2e_p50_http_over_raw"], "target": 1.5, "op": "<="},
+        {"name": "worker throughput ours ≥ 1.0 × Celery's defaults",
+         "measured": ratios["worker_ours_over_celery_defaults"], "target": 1.0, "op": ">="},
+        {"name": "GET /status/<id> ≥ 1,500 req/s", "measured": status, "target": 1500.0, "op": ">="},
+    ]
+    for target in targets:
+        value, goal = target["measured"], target["target"]
+        target["met"] = bool(value >= goal) if target["op"] == ">=" else bool(value <= goal)
+    return {
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "mode": "quick" if quick else "full",
+        "redis_lpush_per_s": results["redis_lpush"]["per_s"],
+        "redis_rtt_ms": results["redis_lpush"]["rtt_ms"],
+        "apply_async_per_s": results["apply_async_1"]["per_s"],
+        "apply_async_parallel_per_s": results["apply_async_n"]["per_s"],
+        "apply_async_parallel_processes": n,
+        "http_submit_per_s": http,
+        "http_submit_latency_ms": results["http_submit"]["latency_ms"],
+        "e2e_http_ms": _percentiles(e2e_http),
+        "e2e_raw_ms": _percentiles(e2e_raw),
+        "worker_tasks_per_s": {"ours": ours, "celery_defaults": defaults},
+        "status_req_per_s": status,
+        "status_latency_ms": results["status"]["latency_ms"],
+        "rss_mb": {
+            "api": rss["api"]["total"],
+            "worker": rss["worker_ours"]["total"],
+            "worker_celery_defaults": rss["worker_celery_defaults"]["total"],
+            "redis": rss["redis"]["total"],
+            "per_process": {role: [round(size, 1) for size in value["processes"]] for role, value in rss.items()},
+            "note": "sum of each process's RSS (shared pages counted in every process); "
+                    "API after the status load, workers after their phases",
+        },
+        "ratios": ratios,
+        "targets": targets,
+        "cpu_ms_per_op": {
+            "apply_async_1_process": results["apply_async_1"]["cpu_ms_per_op"],
+            f"apply_async_{n}_processes": results["apply_async_n"]["cpu_ms_per_op"],
+            "http_submit": results["http_submit"]["cpu_ms_per_op"],
+            "status": results["status"]["cpu_ms_per_op"],
+            "worker_ours": results["worker_ours"]["cpu_ms_per_task"],
+            "worker_celery_defaults": results["worker_defaults"]["cpu_ms_per_task"],
+        },
+        "other_load_cores": {
+            "redis_lpush": results["redis_lpush"]["machine_load"]["other_cores"],
+            "apply_async_1_process": results["apply_async_1"]["machine_load"]["other_cores"],
+            f"apply_async_{n}_processes": results["apply_async_n"]["machine_load"]["other_cores"],
+            "http_submit": results["http_submit"]["machine_load"]["other_cores"],
+            "worker_ours": results["worker_ours"]["machine_load"]["other_cores"],
+            "worker_celery_defaults": results["worker_defaults"]["machine_load"]["other_cores"],
+            "e2e": e2e_http["machine_load"]["other_cores"],
+            "status": results["status"]["machine_load"]["other_cores"],
+            "note": "average cores used by processes that are not the benchmark's during each measurement "
+                    "(a shared machine); steal per measurement is in the detail",
+        },
+        "cpu_probe_ms": {
+            key: results[source]["machine_load"]["probe_ms"]
+            for key, source in (("redis_lpush", "redis_lpush"), ("apply_async_1_process", "apply_async_1"),
+                                (f"apply_async_{n}_processes", "apply_async_n"), ("http_submit", "http_submit"),
+                                ("worker_ours", "worker_ours"), ("worker_celery_defaults", "worker_defaults"),
+                                ("status", "status"))
+        } | {"e2e": e2e_http["machine_load"]["probe_ms"],
+             "note": "the CPU speed probe (ms, lower is faster) just before and just after each measurement: "
+                     "a jump means the machine slowed down under the measurement (a neighbour on the host)"},
+        "runs_per_s": {
+            kind: [round(rate, 1) for rate in results[kind]["runs_per_s"]]
+            for kind in ("apply_async_1", "apply_async_n", "http_submit", "status")
+        },
+        "worker_detail": {"ours": results["worker_ours"], "celery_defaults": results["worker_defaults"]},
+        "steal_cores": {
+            key: results[source]["machine_load"]["steal_cores"]
+            for key, source in (("http_submit", "http_submit"), ("apply_async_parallel", "apply_async_n"),
+                                ("worker_ours", "worker_ours"), ("worker_celery_defaults", "worker_defaults"),
+                                ("status", "status"))
+        },
+        "machine": machine() | {
+            "redis_server": results["setup"].get("redis_version"),
+            "python_loop_ms": results["cpu_speed_ms"],
+            "python_loop_note": "best of 5 runs of a fixed 200,000-step Python loop, before and after the "
+                                "benchmark: compare it when comparing runs (this machine's speed drifts)",
+        },
+        "setup": results["setup"],
+        "elapsed_s": results["elapsed_s"],
+    }
+
+
+def _clean(value):
+    """JSON has no NaN: write null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _clean(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(item) for item in value]
+    return value
+
+
+def write_json(doc: dict, path: Path) -> Path:
+    path.write_text(json.dumps(_clean(doc), indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def _number(value: float, digits: int = 0) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:,.{digits}f}"
+
+
+def _ms(summary: dict) -> str:
+    return f"p50 {_number(summary['p50'], 2)} / p90 {_number(summary['p90'], 2)} / p99 {_number(summary['p99'], 2)} ms"
+
+
+def _cpu(per_op: dict) -> str:
+    return ", ".join(f"{role} {_number(ms, 3)}" for role, ms in per_op.items()) + " ms CPU/op"
+
+
+def table(doc: dict) -> list[str]:
+    setup, cpu, n = doc["setup"], doc["cpu_ms_per_op"], doc["apply_async_parallel_processes"]
+    load, probe = doc["other_load_cores"], doc["cpu_probe_ms"]
+
+    def busy(key: str) -> str:
+        before, after = probe[key]
+        return f"{_number(load[key], 2)} · {_number(before, 1)}→{_number(after, 1)}"
+
+    rows = [
+        ("Redis LPUSH loop, 1 connection (1 KiB)", f"{_number(doc['redis_lpush_per_s'])} ops/s",
+         f"round trip {_ms(doc['redis_rtt_ms'])}", busy("redis_lpush")),
+        ("raw apply_async, 1 process", f"{_number(doc['apply_async_per_s'])} tasks/s",
+         _cpu(cpu["apply_async_1_process"]), busy("apply_async_1_process")),
+        (f"raw apply_async, {n} processes", f"{_number(doc['apply_async_parallel_per_s'])} tasks/s",
+         _cpu(cpu[f"apply_async_{n}_processes"]), busy(f"apply_async_{n}_processes")),
+        (f"HTTP submit, gunicorn {setup['gunicorn_workers']}×{setup['gunicorn_threads']} threads",
+         f"{_number(doc['http_submit_per_s'])} req/s", _ms(doc["http_submit_latency_ms"]), busy("http_submit")),
+        ("", "", _cpu(cpu["http_submit"]), ""),
+        ("e2e noop over HTTP (submit → finished)", f"p50 {_number(doc['e2e_http_ms']['p50'], 2)} ms",
+         f"{_ms(doc['e2e_http_ms'])}, {_number(doc['e2e_http_ms'].get('status_requests_per_task'), 1)} status req/task",
+         busy("e2e")),
+        ("e2e raw apply_async().get()", f"p50 {_number(doc['e2e_raw_ms']['p50'], 2)} ms", _ms(doc["e2e_raw_ms"]),
+         busy("e2e")),
+        ("worker, ours" + (" (celery_worker.sh)" if setup["ours_worker"].startswith("./") else " (candidates)"),
+         f"{_number(doc['worker_tasks_per_s']['ours'])} tasks/s",
+         _cpu(cpu["worker_ours"]), busy("worker_ours")),
+        ("worker, Celery's defaults", f"{_number(doc['worker_tasks_per_s']['celery_defaults'])} tasks/s",
+         _cpu(cpu["worker_celery_defaults"]), busy("worker_celery_defaults")),
+        ("GET /status/<id>", f"{_number(doc['status_req_per_s'])} req/s", _ms(doc["status_latency_ms"]), busy("status")),
+        ("", "", _cpu(cpu["status"]), ""),
+        ("RSS API (gunicorn, all processes)", f"{_number(doc['rss_mb']['api'], 1)} MiB",
+         " + ".join(_number(size, 1) for size in doc["rss_mb"]["per_process"]["api"]), ""),
+        ("RSS worker, ours (main + pool)", f"{_number(doc['rss_mb']['worker'], 1)} MiB",
+         " + ".join(_number(size, 1) for size in doc["rss_mb"]["per_process"]["worker_ours"]), ""),
+        ("RSS worker, Celery's defaults", f"{_number(doc['rss_mb']['worker_celery_defaults'], 1)} MiB",
+         " + ".join(_number(size, 1) for size in doc["rss_mb"]["per_process"]["worker_celery_defaults"]), ""),
+        ("RSS Redis", f"{_number(doc['rss_mb']['redis'], 1)} MiB", "", ""),
+    ]
+    lines = _grid(("measurement", "value", "detail", "other load · probe ms"), rows)
+    lines.append("")
+    lines += _grid(
+        ("target", "measured", "goal", ""),
+        [(t["name"], _number(t["measured"], 2), f"{t['op']} {t['target']:g}", "ok" if t["met"] else "MISSED")
+         for t in doc["targets"]],
+    )
+    m = doc["machine"]
+    lines += [
+        "",
+        f"machine: {m['cores']} cores ({m['cpu_model'] or 'unknown CPU'}), Python {m['python']}, "
+        f"Redis {m.get('redis_server')}, celery {m['libraries']['celery']}, kombu {m['libraries']['kombu']}, "
+        f"redis-py {m['libraries']['redis']}, gunicorn {m['libraries']['gunicorn']}; everything on this machine",
+        f"mode: {doc['mode']}; load generator: {setup['load_generator']}",
+        f"SUBMIT_RATE_LIMIT=off, API open (no tokens); e2e status via {setup['e2e_status_method']}; "
+        f"both workers concurrency {setup['worker_concurrency']}"
+        + (f"; overrides {setup['overrides']}" if setup["overrides"] else ""),
+        f"CPU speed probe (fixed Python loop): {_number(m['python_loop_ms']['before'], 1)} ms before, "
+        f"{_number(m['python_loop_ms']['after'], 1)} ms after; compare it across runs",
+        "other load: cores used by processes that are not the benchmark's during the measurement "
+        f"(before the run: {_number(setup['other_load_cores_before'], 2)}); probe: the speed probe just "
+        "before → just after it (a jump = the host slowed down)",
+        f"rates: median of {setup['settings']['repeat']} windows of {setup['settings']['seconds']:g} s "
+        f"after {setup['settings']['warmup']:g} s warm-up; took {doc['elapsed_s']:.0f} s",
+    ]
+    return lines
+
+
+def _grid(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    all_rows = [header, *rows]
+    widths = [max(len(row[i]) for row in all_rows) for i in range(len(header))]
+    lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in all_rows]
+    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    return lines
+
+
+def draw(doc: dict, results: dict, path: Path) -> Path:
+    """Left: the end-to-end latency distribution (CDF); right: throughputs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (latency, rates) = plt.subplots(1, 2, figsize=(13, 5.6), gridspec_kw={"width_ratios": [1, 1.15]})
+    for key, label, colour in (("e2e_raw", "raw apply_async().get()", "tab:blue"),
+                               ("e2e_http", "HTTP submit → status", "tab:orange")):
+        samples = sorted(value * 1000 for value in results[key]["samples_s"])
+        if not samples:
+            continue
+        fractions = [(i + 1) / len(samples) for i in range(len(samples))]
+        p50 = doc[f"{key}_ms"]["p50"]
+        latency.step(samples, fractions, where="post", color=colour, label=f"{label} (p50 {p50:.2f} ms)")
+        latency.axvline(p50, color=colour, linestyle=":", linewidth=1)
+    # A rare outlier would squeeze the body of the curves: cut the axis past the larger p99.
+    slowest = max(doc["e2e_raw_ms"]["p99"], doc["e2e_http_ms"]["p99"])
+    longest = max(max(results[key]["samples_s"], default=0) for key in ("e2e_raw", "e2e_http")) * 1000
+    if longest > 1.5 * slowest:
+        latency.set_xlim(left=0, right=1.5 * slowest)
+        latency.text(0.98, 0.5, f"axis cut at 1.5 × p99;\nslowest sample {longest:.1f} ms", ha="right",
+                     transform=latency.transAxes, fontsize=8, color="dimgray")
+    latency.set_xlabel("end-to-end latency of a noop task (ms)")
+    latency.set_ylabel("fraction of tasks finished")
+    latency.set_title("End-to-end latency, one task at a time")
+    latency.grid(True, which="both", alpha=0.3)
+    latency.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=9, frameon=False)
+
+    n = doc["apply_async_parallel_processes"]
+    bars = [
+        ("Redis LPUSH, 1 connection", doc["redis_lpush_per_s"], "tab:gray"),
+        ("apply_async, 1 process", doc["apply_async_per_s"], "tab:blue"),
+        (f"apply_async, {n} processes", doc["apply_async_parallel_per_s"], "tab:blue"),
+        ("HTTP submit", doc["http_submit_per_s"], "tab:orange"),
+        ("GET /status/<id>", doc["status_req_per_s"], "tab:orange"),
+        ("worker, ours", doc["worker_tasks_per_s"]["ours"], "tab:green"),
+        ("worker, Celery defaults", doc["worker_tasks_per_s"]["celery_defaults"], "tab:olive"),
+    ]
+    labels = [label for label, _, _ in bars][::-1]
+    values = [value for _, value, _ in bars][::-1]
+    rates.barh(labels, values, color=[colour for _, _, colour in bars][::-1])
+    rates.set_xlabel("operations per second")
+    rates.set_title("Throughput")
+    for y, value in enumerate(values):
+        rates.text(value, y, f" {value:,.0f}", va="center", fontsize=9)
+    rates.set_xlim(left=0, right=max(values) * 1.15)
+    rates.grid(True, axis="x", alpha=0.3)
+    m = doc["machine"]
+    figure.suptitle(
+        f"make bench ({doc['mode']}) — {m['cores']} cores, Python {m['python']}, celery {m['libraries']['celery']}, "
+        f"everything co-located, {doc['generated_at']}",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

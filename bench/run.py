@@ -1,0 +1,243 @@
+"""`make bench`: measure the service against the limits beneath it, in one run.
+
+    .venv/bin/python -m bench            # the full run (a few minutes on 2 cores)
+    .venv/bin/python -m bench --quick    # a few hundred tasks, for the smoke test
+    .venv/bin/python -m bench --set GUNICORN_THREADS=8   # try a setting of the environment
+  .venv/bin/python -m bench --celery task_send_sent_event=false   # try a Celery setting
+
+Phases, on one private stack (bench/stack.py), in this order:
+  1. Redis: an LPUSH loop on one connection (ops/s, round trip).
+  2. Submits, no worker running, each repeated and the median kept: raw apply_async from
+     1 process and from as many processes as gunicorn has workers, then POST /tasks/noop
+     through gunicorn from the load generator (a separate process, bench/loadgen.py).
+  3. Worker throughput draining queued noops: our worker (./celery_worker.sh), then a
+     worker with Celery's defaults (bench/defaults_app.py), same concurrency.
+  4. End-to-end latency of a noop over HTTP (submit, then GET /status until it ended)
+     beside apply_async().get(), interleaved.
+  5. GET /status/<id> rate on finished tasks.
+  6. Resident memory of the API and worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from bench import measure, report
+from bench.app import SETTINGS_VARIABLE
+from bench.measure import Settings
+from bench.stack import API_DB, DEFAULTS_DB, PROJECT_ROOT, BenchError, BenchStack
+
+FULL = dict(seconds=5.0, warmup=1.0, repeat=3, latency_samples=300, latency_warmup=30, worker_tasks=4000)
+# Other processes using less than this many cores leave the machine "quiet".
+QUIET_CORES = 0.15
+QUICK = dict(seconds=0.5, warmup=0.2, repeat=1, latency_samples=20, latency_warmup=3, worker_tasks=200)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny run (the smoke test's): a few hundred tasks")
+    parser.add_argument("--seconds", type=float, help=f"measured window of each rate (default {FULL['seconds']:g})")
+    parser.add_argument("--warmup", type=float, help=f"warm-up before each rate window (default {FULL['warmup']:g})")
+    parser.add_argument("--repeat", type=int, help=f"runs of each rate; the median is kept (default {FULL['repeat']})")
+    parser.add_argument("--latency-samples", type=int, help=f"end-to-end samples of each kind (default {FULL['latency_samples']})")
+    parser.add_argument("--worker-tasks", type=int, help=f"tasks each worker drains (default {FULL['worker_tasks']})")
+    parser.add_argument("--worker-concurrency", type=int, default=2, help="pool processes of both workers (default 2)")
+    parser.add_argument("--http-processes", type=int, default=2, help="load generator processes (default 2)")
+    parser.add_argument("--http-connections", type=int, default=16,
+                        help="keep-alive connections of the load generator, in all (default 16)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the API and our worker (e.g. GUNICORN_THREADS=8); repeatable")
+    parser.add_argument("--celery", dest="celery_settings", action="append", default=[], metavar="NAME=JSON",
+                        help="a candidate Celery setting for the API, publishers and our worker, e.g. "
+                             "task_send_sent_event=false (value parsed as JSON); repeatable")
+    parser.add_argument("--wait-quiet", type=float, metavar="SECONDS",
+                        help="first wait up to this long for other processes to leave the CPU idle "
+                             "(default 120, 0 with --quick); the run goes on, with a warning, if they do not")
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results",
+                        help="where latest.json and latest.png go (default bench/results)")
+    parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / "var" / "bench",
+                        help="Redis data and process logs, emptied first (default var/bench)")
+    args = parser.parse_args(argv)
+    for setting in args.overrides + args.celery_settings:
+        if "=" not in setting:
+            parser.error(f"--set and --celery want NAME=VALUE, got {setting!r}")
+    return args
+
+
+def celery_settings_from(args: argparse.Namespace) -> dict:
+    settings = {}
+    for setting in args.celery_settings:
+        name, _, raw = setting.partition("=")
+        try:
+            settings[name] = json.loads(raw)
+        except ValueError:
+            settings[name] = raw  # a plain string
+    return settings
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    base = QUICK if args.quick else FULL
+    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else base[name]  # noqa: E731
+    return Settings(
+        seconds=pick("seconds"), warmup=pick("warmup"), repeat=pick("repeat"),
+        latency_samples=pick("latency_samples"), latency_warmup=base["latency_warmup"],
+        worker_tasks=pick("worker_tasks"), http_processes=args.http_processes,
+        http_connections=args.http_connections,
+    )
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def median_of(runs: list[dict]) -> dict:
+    """The run with the median rate (all runs are kept in the JSON too)."""
+    ordered = sorted(runs, key=lambda run: run["per_s"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["runs_per_s"] = [run["per_s"] for run in runs]
+    return chosen
+
+
+def wait_for_quiet_machine(limit: float) -> float:
+    """Wait up to `limit` s until other processes use under QUIET_CORES; the last load seen."""
+    deadline = time.monotonic() + limit
+    load = measure.other_load()
+    while load >= QUIET_CORES and time.monotonic() < deadline:
+        log(f"other processes use {load:.2f} cores: waiting for a quieter machine")
+        load = measure.other_load(5.0)
+    if load >= QUIET_CORES:
+        log(f"WARNING: other processes use {load:.2f} cores; the figures will be lower than this machine can do")
+    return load
+
+
+def run(args: argparse.Namespace) -> dict:
+    settings = settings_from(args)
+    wait_quiet = args.wait_quiet if args.wait_quiet is not None else (0.0 if args.quick else 120.0)
+    load_before = wait_for_quiet_machine(wait_quiet)
+    speed_before = measure.cpu_speed_ms()
+    overrides = dict(setting.split("=", 1) for setting in args.overrides)
+    candidates = celery_settings_from(args)
+    if candidates:
+        overrides[SETTINGS_VARIABLE] = json.dumps(candidates)
+    if args.workdir.exists():
+        shutil.rmtree(args.workdir)
+    stack = BenchStack(args.workdir, worker_concurrency=args.worker_concurrency, overrides=overrides)
+    results: dict = {}
+    began = time.monotonic()
+    try:
+        log(f"starting Redis and the API (logs in {args.workdir})")
+        stack.start()
+        api_workers = len(stack.api_workers())
+        long_poll = measure.supports_long_poll(stack.api_url)
+        results["setup"] = {
+            "gunicorn_workers": api_workers,
+            "gunicorn_threads": stack.gunicorn_threads(),
+            "worker_concurrency": args.worker_concurrency,
+            "submit_rate_limit": "off",
+            "api_tokens": "none (API open)",
+            "redis": "private redis-server, appendonly yes, appendfsync everysec (as make run)",
+            "redis_version": stack.redis_version(),
+            "load_generator": (
+                f"bench/loadgen.py: {settings.http_processes} processes, {settings.http_connections} "
+                "keep-alive connections in all, one request in flight each, raw sockets + selectors"
+            ),
+            "e2e_status_method": "long-poll GET /status/<id>?wait=" if long_poll else "polling GET /status/<id>",
+            "ours_worker": "celery --app bench.worker worker (candidate settings)" if candidates
+                           else "./celery_worker.sh --include bench.tasks",
+            "overrides": overrides,
+            "other_load_cores_before": load_before,
+            "settings": vars(settings),
+        }
+        log(f"API at {stack.api_url}: {api_workers} gunicorn workers × {stack.gunicorn_threads()} threads, "
+            "SUBMIT_RATE_LIMIT=off")
+
+        log(f"Redis LPUSH loop ({settings.seconds:g} s)")
+        results["redis_lpush"] = measure.redis_lpush(stack.url(1), settings)
+
+        clear_api_db = measure.clear_db(stack, API_DB)
+        clear_api_db()
+        kinds = {
+            "apply_async_1": lambda: measure.apply_async_rate(stack, 1, settings),
+            "apply_async_n": lambda: measure.apply_async_rate(stack, api_workers, settings),
+            "http_submit": lambda: measure.http_submit_rate(stack, settings),
+        }
+        runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+        for round_number in range(settings.repeat):
+            # Rotate the order, so no kind always runs first or last.
+            order = list(kinds)[round_number % len(kinds):] + list(kinds)[: round_number % len(kinds)]
+            for kind in order:
+                log(f"submits, round {round_number + 1}/{settings.repeat}: {kind}")
+                runs[kind].append(kinds[kind]())
+                clear_api_db()
+        for kind in kinds:
+            results[kind] = median_of(runs[kind])
+
+        from bench.defaults_app import make_app as make_defaults_app
+        from bench.publishers import load_noop
+
+        ours_noop = load_noop("ours", stack.env(API_DB))
+        ours_app = ours_noop.app
+        log(f"worker throughput, ours: {settings.worker_tasks} noops, concurrency {args.worker_concurrency}")
+        ours = measure.worker_throughput(stack, "ours", ours_app, stack.env(API_DB), settings)
+        results["worker_ours"] = ours.result
+        log(f"worker throughput, Celery's defaults: {settings.worker_tasks} noops")
+        defaults = measure.worker_throughput(
+            stack, "defaults", make_defaults_app(stack.url(DEFAULTS_DB)), stack.url(DEFAULTS_DB), settings
+        )
+        results["worker_defaults"] = defaults.result
+        defaults.service.stop()
+
+        log(f"end-to-end latency: {settings.latency_samples} noops over HTTP and as many raw round trips")
+        e2e_http, e2e_raw, finished_ids = measure.end_to_end(stack.api_url, ours_noop, settings, long_poll)
+        results["e2e_http"], results["e2e_raw"] = e2e_http, e2e_raw
+
+        status_runs = []
+        for round_number in range(settings.repeat):
+            log(f"GET /status/<id>, round {round_number + 1}/{settings.repeat}")
+            status_runs.append(measure.status_rate(stack, finished_ids, settings))
+        results["status"] = median_of(status_runs)
+        results["rss"] = {
+            "api": measure.rss_of(stack.api.processes()),
+            "worker_ours": measure.rss_of(ours.service.processes()),
+            "worker_celery_defaults": {"total": sum(defaults.result["rss_mb"]),
+                                       "processes": defaults.result["rss_mb"]},
+            "redis": measure.rss_of(measure.processes_of([stack.redis.pid])),
+        }
+        speed_after = measure.cpu_speed_ms()  # before the stack stops: its shutdown is busy
+    finally:
+        log("stopping the stack")
+        stack.stop()
+    results["elapsed_s"] = time.monotonic() - began
+    results["cpu_speed_ms"] = {"before": speed_before, "after": speed_after}
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the stack (in sessions of its own) is stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        results = run(args)
+    except BenchError as error:
+        print(f"bench failed: {error}", file=sys.stderr)
+        return 1
+    document = report.document(results, quick=args.quick)
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = report.write_json(document, args.out / "latest.json")
+    png_path = report.draw(document, results, args.out / "latest.png")
+    print()
+    for line in report.table(document):
+        print(line)
+    print()
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""The benchmark's private stack: a Redis, the API under gunicorn, and Celery workers.
+
+Everything listens on free ports and logs into the run's work directory; nothing
+touches a developer's Redis or `make run`'s stack. Redis runs as `make run` runs it
+(append-only file, fsync every second). Three databases keep the phases apart:
+db 0 is the API's and our worker's, db 1 the raw Redis loop's, db 2 the worker with
+Celery's defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import psutil
+import requests
+
+from bench.app import SETTINGS_VARIABLE
+from devtools.redis_server import RedisServer, free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+API_DB, RAW_DB, DEFAULTS_DB = 0, 1, 2
+# Where a worker waits, started but consuming nothing, until the phase begins.
+HOLD_QUEUE = "bench.hold"
+# Settings of the children that would point them elsewhere or change what is measured.
+STRIPPED = {"REDIS_URL", "BROKER_URL", "RESULT_BACKEND", "APP_ENV", "SECRET_KEY", "API_TOKENS",
+            "SUBMIT_RATE_LIMIT", "CELERY_QUEUES", "CELERY_HOSTNAME", "CELERY_CONCURRENCY"}
+START_TIMEOUT_S = 60.0
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on; the message says which part failed."""
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Service:
+    """A child process in its own session, its output in `<log_dir>/<name>.log`."""
+
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen(
+            argv, cwd=PROJECT_ROOT, env=dict(env), stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise BenchError(f"{self.name} exited with code {self.popen.returncode}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def processes(self) -> list[psutil.Process]:
+        """The main process and all its descendants (gunicorn workers, Celery's pool)."""
+        try:
+            main = psutil.Process(self.popen.pid)
+            return [main, *main.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)  # whatever is left of the group
+        except ProcessLookupError:
+            pass
+        self.popen.wait(5)
+        self._log.close()
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User + system CPU time the processes have used so far."""
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def rss_mb(processes: list[psutil.Process]) -> list[float]:
+    """Resident memory of each process, in MiB."""
+    sizes = []
+    for process in processes:
+        try:
+            sizes.append(process.memory_info().rss / 2**20)
+        except psutil.NoSuchProcess:
+            pass
+    return sizes
+
+
+class BenchStack:
+    """Redis and gunicorn for the whole run; workers started and stopped per phase."""
+
+    def __init__(self, workdir: Path, *, worker_concurrency: int = 2, overrides: Mapping[str, str] | None = None):
+        self.workdir = workdir
+        self.worker_concurrency = worker_concurrency
+        self.overrides = dict(overrides or {})
+        self.redis: RedisServer | None = None
+        self.api: Service | None = None
+        self.api_url = ""
+        self.services: list[Service] = []
+
+    def url(self, db: int) -> str:
+        assert self.redis is not None
+        return f"redis://127.0.0.1:{self.redis.port}/{db}"
+
+    def env(self, db: int = API_DB, **extra: str) -> dict[str, str]:
+        """A child's environment: this stack's Redis everywhere, the API open, submits unlimited.
+
+        The URLs are set explicitly: an unset one would fall back to the project's .env.
+        """
+        env = {name: value for name, value in os.environ.items() if name not in STRIPPED}
+        url = self.url(db)
+        env.update(
+            APP_ENV="development",
+            REDIS_URL=url,
+            BROKER_URL=url,
+            RESULT_BACKEND=url,
+            API_TOKENS="",
+            SUBMIT_RATE_LIMIT="off",
+            PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.overrides)
+        env.update(extra)
+        return env
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.redis = RedisServer(free_port(), self.workdir / "redis", appendonly=True)
+        self.redis.start()
+        port = free_port()
+        self.api = self._service(
+            "api",
+            [str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", "bench.app:create_app()"],
+            self.env(GUNICORN_BIND=f"127.0.0.1:{port}"),
+        )
+        self.api_url = f"http://127.0.0.1:{port}"
+        api = self.api
+
+        def answers() -> bool:
+            api.check_alive()
+            try:
+                return requests.get(f"{self.api_url}/healthz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(answers, START_TIMEOUT_S, "the API to answer /healthz")
+        # gunicorn answers as soon as its first worker boots; wait for all of them.
+        wait_until(lambda: len(self.api_workers()) >= self.gunicorn_workers_configured(),
+                   START_TIMEOUT_S, "every gunicorn worker to boot")
+
+    def redis_version(self) -> str:
+        import redis
+
+        client = redis.Redis.from_url(self.url(API_DB))
+        try:
+            return client.info("server")["redis_version"]
+        finally:
+            client.close()
+
+    def _service(self, name: str, argv: list[str], env: Mapping[str, str]) -> Service:
+        service = Service(name, argv, env, self.workdir)
+        self.services.append(service)
+        return service
+
+    def gunicorn_workers_configured(self) -> int:
+        """The number of workers gunicorn.conf.py gives the API in this environment."""
+        import multiprocessing
+
+        raw = self.env().get("GUNICORN_WORKERS")
+        return int(raw) if raw else min(4, multiprocessing.cpu_count())
+
+    def gunicorn_threads(self) -> int:
+        return int(self.env().get("GUNICORN_THREADS") or 4)
+
+    def api_workers(self) -> list[psutil.Process]:
+        assert self.api is not None
+        return self.api.processes()[1:]
+
+    def start_worker(self, kind: str, ping: Callable[[str], object]) -> tuple[Service, str]:
+        """Our worker (./celery_worker.sh) or Celery's defaults, consuming only HOLD_QUEUE,
+        returned once it answers a ping; the caller then points it at the real queue."""
+        hostname = f"bench-{kind}@localhost"
+        # Both the same: concurrency, log level (celery_worker.sh's default), no mingle or gossip.
+        common = ["--without-mingle", "--without-gossip"]
+        if kind == "ours":
+            argv = ["./celery_worker.sh", "--include", "bench.tasks", *common]
+            env = self.env(API_DB, CELERY_HOSTNAME=hostname, CELERY_QUEUES=HOLD_QUEUE,
+                           CELERY_CONCURRENCY=str(self.worker_concurrency), CELERY_LOGLEVEL="info")
+            if env.get(SETTINGS_VARIABLE):
+                # celery_worker.sh's command, on the app that applies the candidate settings.
+                argv = [str(VENV_BIN / "celery"), "--app", "bench.worker", "worker", "--loglevel", "info",
+                        "--queues", HOLD_QUEUE, "--hostname", hostname,
+                        "--concurrency", str(self.worker_concurrency), *common]
+                env["REMAP_SIGTERM"] = "SIGQUIT"
+        elif kind == "defaults":
+            argv = [str(VENV_BIN / "celery"), "--app", "bench.defaults_app", "worker", "--loglevel", "info",
+                    "--queues", HOLD_QUEUE, "--hostname", hostname,
+                    "--concurrency", str(self.worker_concurrency), *common]
+            env = self.env(DEFAULTS_DB)
+        else:
+            raise ValueError(kind)
+        service = self._service(f"worker-{kind}", argv, env)
+
+        def answers() -> object:
+            service.check_alive()
+            try:
+                return ping(hostname)
+            except Exception:  # the broker connection of a fresh app may still be warming up
+                return False
+
+        wait_until(answers, START_TIMEOUT_S, f"worker {hostname} to answer a ping", interval=0.2)
+        return service, hostname
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()
+        if self.redis is not None:
+            self.redis.stop()
