@@ -21,7 +21,8 @@ import redis
 
 from bench.loadgen import LoadResult, LoadRun, Request, percentile
 from bench.publishers import Publishers, fill_queue
-from bench.stack import API_DB, DEFAULTS_DB, HOLD_QUEUE, BenchError, BenchStack, cpu_seconds, rss_mb, wait_until
+from bench.stack import API_DB, DEFAULTS_DB, HOLD_QUEUE, BenchError, BenchStack, cpu_seconds, rss_mb
+from devtools.processes import wait_until
 
 QUEUE = "celery"
 FINAL_STATES = {"SUCCESS", "FAILURE", "REVOKED"}
@@ -169,7 +170,7 @@ def clear_tasks(client: redis.Redis) -> None:
     # UNLINK frees a big queue in a Redis background thread: let it finish before the next
     # measurement, or that measurement shares the CPU with it.
     wait_until(lambda: not client.info("memory").get("lazyfree_pending_objects"), 30,
-               "Redis to free the deleted keys", interval=0.05)
+               what="Redis to free the deleted keys", interval=0.05)
 
 
 # --- Redis ---------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ from pathlib import Path
 from bench import measure, report
 from bench.app import SETTINGS_VARIABLE
 from bench.measure import Settings
-from bench.stack import API_DB, DEFAULTS_DB, PROJECT_ROOT, BenchError, BenchStack
+from bench.stack import API_DB, DEFAULTS_DB, BenchError, BenchStack
+from devtools.processes import PROJECT_ROOT
 
 FULL = dict(seconds=5.0, warmup=1.0, repeat=3, latency_samples=300, latency_warmup=30, worker_tasks=4000)
 # Other processes using less than this many cores leave the machine "quiet".
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         results = run(args)
-    except BenchError as error:
+    except (BenchError, TimeoutError) as error:  # TimeoutError: a part never became ready
         print(f"bench failed: {error}", file=sys.stderr)
         return 1
     document = report.document(results, quick=args.quick)

@@ -10,10 +10,7 @@ Celery's defaults.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -21,9 +18,9 @@ import psutil
 import requests
 
 from bench.app import SETTINGS_VARIABLE
+from devtools.processes import Process, wait_until
 from devtools.redis_server import RedisServer, free_port
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 API_DB, RAW_DB, DEFAULTS_DB = 0, 1, 2
 # Where a worker waits, started but consuming nothing, until the phase begins.
@@ -38,38 +35,12 @@ class BenchError(RuntimeError):
     """The benchmark cannot go on; the message says which part failed."""
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-class Service:
-    """A child process in its own session, its output in `<log_dir>/<name>.log`."""
-
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path):
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen(
-            argv, cwd=PROJECT_ROOT, env=dict(env), stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
+class Service(Process):
+    """A child process of the stack (devtools/processes.py), with what the bench asks of it."""
 
     def check_alive(self) -> None:
         if not self.alive():
             raise BenchError(f"{self.name} exited with code {self.popen.returncode}:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def processes(self) -> list[psutil.Process]:
         """The main process and all its descendants (gunicorn workers, Celery's pool)."""
@@ -78,20 +49,6 @@ class Service:
             return [main, *main.children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)  # whatever is left of the group
-        except ProcessLookupError:
-            pass
-        self.popen.wait(5)
-        self._log.close()
 
 
 def cpu_seconds(processes: list[psutil.Process]) -> float:
@@ -174,10 +131,10 @@ class BenchStack:
             except requests.RequestException:
                 return False
 
-        wait_until(answers, START_TIMEOUT_S, "the API to answer /healthz")
+        wait_until(answers, START_TIMEOUT_S, what="the API to answer /healthz")
         # gunicorn answers as soon as its first worker boots; wait for all of them.
         wait_until(lambda: len(self.api_workers()) >= self.gunicorn_workers_configured(),
-                   START_TIMEOUT_S, "every gunicorn worker to boot")
+                   START_TIMEOUT_S, what="every gunicorn worker to boot")
 
     def redis_version(self) -> str:
         import redis
@@ -239,7 +196,7 @@ class BenchStack:
             except Exception:  # the broker connection of a fresh app may still be warming up
                 return False
 
-        wait_until(answers, START_TIMEOUT_S, f"worker {hostname} to answer a ping", interval=0.2)
+        wait_until(answers, START_TIMEOUT_S, what=f"worker {hostname} to answer a ping", interval=0.2)
         return service, hostname
 
     def stop(self) -> None:
