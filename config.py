@@ -8,6 +8,7 @@ environment wins over it.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -67,6 +68,23 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _seconds_or_off(environ: Mapping[str, str], name: str, default: float) -> float:
+    """Seconds (> 0), or 0.0 for "off" / "0"."""
+    raw = (environ.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw == "off":
+        return 0.0
+    try:
+        value = float(raw)
+        valid = math.isfinite(value) and value >= 0
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(f'{name} must be a number of seconds, or "off", got {environ[name]!r}')
+    return value
+
+
 class BaseConfig:
     """Settings shared by every environment. Uppercase attributes become app.config."""
 
@@ -108,8 +126,20 @@ class BaseConfig:
         # Longest long-poll (GET /status/<id>?wait=): each waiting request holds a
         # gunicorn thread, so this bounds how long a client can keep one.
         self.STATUS_MAX_WAIT = _float(environ, "STATUS_MAX_WAIT", 30.0)
+        # Longest life of one event stream (GET /status/<id>/events): each open stream
+        # holds a gunicorn thread (or greenlet) and a Redis connection; clients reconnect.
+        self.EVENTS_MAX_SECONDS = _float(environ, "EVENTS_MAX_SECONDS", 300.0)
+        # Seconds between heartbeats of an idle stream: proxies keep it, dead clients are noticed.
+        self.EVENTS_HEARTBEAT_SECONDS = _float(environ, "EVENTS_HEARTBEAT_SECONDS", 15.0)
+        if self.EVENTS_MAX_SECONDS <= 0 or self.EVENTS_HEARTBEAT_SECONDS <= 0:
+            raise ConfigError("EVENTS_MAX_SECONDS and EVENTS_HEARTBEAT_SECONDS must be positive numbers of seconds")
+        # Where the dashboard links to Flower (flower.sh listens on FLOWER_PORT; set
+        # FLOWER_URL when a proxy sits in front).
+        self.FLOWER_URL = environ.get("FLOWER_URL") or f"http://127.0.0.1:{environ.get('FLOWER_PORT') or 5555}"
         # Seconds /readyz waits for a worker to answer a ping.
         self.READYZ_PING_TIMEOUT = _float(environ, "READYZ_PING_TIMEOUT", 1.0)
+        # Seconds between heartbeats sent by celery beat (backend/periodic.py); 0 or "off": none.
+        self.HEARTBEAT_INTERVAL = _seconds_or_off(environ, "HEARTBEAT_INTERVAL", 30.0)
         self._check_consistency()
         self.CELERY = self.celery_settings()
 
@@ -203,6 +233,23 @@ class BaseConfig:
             "redis_retry_on_timeout": False,
             # Tasks stay in their queue when routed to one that does not exist yet.
             "task_create_missing_queues": True,
+            # The internal tasks beat sends: every worker must know them by name.
+            "imports": ("backend.periodic",),
+            "beat_schedule": self.beat_schedule(),
+        }
+
+    def beat_schedule(self) -> dict[str, Any]:
+        """What celery beat sends (one beat per deployment); empty when HEARTBEAT_INTERVAL is off."""
+        if not self.HEARTBEAT_INTERVAL:
+            return {}
+        return {
+            "heartbeat": {
+                "task": "periodic.heartbeat",
+                "schedule": self.HEARTBEAT_INTERVAL,
+                # A heartbeat still queued when the next is due is worthless: those sent
+                # while no worker ran are dropped on delivery, not run in a burst.
+                "options": {"expires": self.HEARTBEAT_INTERVAL},
+            },
         }
 
     def validate(self) -> None:

@@ -28,6 +28,9 @@ class JobTask(Task):
     abstract = True
     records: TaskRecords
     max_deliveries: int = 3
+    # False for internal tasks (backend/periodic.py): no job:<id> record, so no
+    # status lookup, cancel or delivery count; they must be safe to run twice.
+    job_record: bool = True
 
     def apply_async(self, args=None, kwargs=None, task_id=None, *, record_written=False, **options):
         """Publish, with the task's record written first (unless the caller did:
@@ -37,7 +40,7 @@ class JobTask(Task):
         message; if publishing fails it is removed again, so a failed submit
         leaves nothing behind.
         """
-        if self.app.conf.task_always_eager:
+        if self.app.conf.task_always_eager or not self.job_record:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         task_id = task_id or uuid()
         if not record_written:
@@ -92,7 +95,7 @@ def make_celery(app: Flask) -> Celery:
 
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             with app.app_context():
-                if self._runs_in_worker():
+                if self.job_record and self._runs_in_worker():
                     self.begin()
                     try:
                         return self.run(*args, **kwargs)

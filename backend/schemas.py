@@ -87,3 +87,5 @@ class Readiness(BaseModel):
     status: Literal["ready", "unavailable"]
     redis: dict[str, Any]
     workers: dict[str, Any]
+    # Reported, not required for "ready" (backend/health.py).
+    heartbeat: dict[str, Any]

@@ -162,7 +162,10 @@ def create_blueprint(spec: SpecTree, limit_submits: Callable[[Callable], Callabl
         resp=Response(HTTP_200=Readiness, HTTP_503=Readiness), tags=("health",), security={}, skip_validation=True
     )
     def readyz():
-        """Readiness: Redis answers and at least one worker answers a ping; 503 with details otherwise."""
+        """Readiness: Redis answers and at least one worker answers a ping; 503 with details otherwise.
+
+        Also reports celery beat's last heartbeat, which does not decide readiness.
+        """
         ready, checks = readiness()
         if not may_see_details():
             checks = {name: {"ok": check["ok"]} for name, check in checks.items()}

@@ -1,7 +1,7 @@
 """The whole development stack in the foreground: what `make run` runs.
 
 Redis (embedded when none is configured or running), the API under gunicorn,
-one Celery worker and Flower, each child's output prefixed with its name.
+one Celery worker, celery beat and Flower, each child's output prefixed with its name.
 Ctrl-C stops everything, Redis last, and leaves no process behind.
 
     .venv/bin/python -m devtools.stack      # from the project root
@@ -47,7 +47,7 @@ CTRL_C_GRACE = 1.0
 COLD_STOP_TIMEOUT = 5.0
 POLL_INTERVAL = 0.25
 # ANSI colours for the prefixes, used only when stdout is a terminal.
-COLOURS = {"stack": "1", "redis": "31", "api": "32", "worker": "33", "flower": "35"}
+COLOURS = {"stack": "1", "redis": "31", "api": "32", "worker": "33", "beat": "36", "flower": "35"}
 
 
 class StackFailure(RuntimeError):
@@ -248,6 +248,8 @@ def child_specs() -> list[ChildSpec]:
         # back to the queue while Redis is still up. SIGQUIT is the backstop (cold
         # shutdown); after a SIGKILL they would wait out the visibility timeout (60 s).
         ChildSpec("worker", ["./celery_worker.sh"], cold_stop_signal=signal.SIGQUIT),
+        # The one beat of this deployment; its schedule state goes to var/beat/.
+        ChildSpec("beat", ["./celery_beat.sh"]),
         ChildSpec("flower", ["./flower.sh"]),
     ]
 
