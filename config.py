@@ -107,6 +107,10 @@ class BaseConfig:
         self.REDIS_CONNECT_TIMEOUT = _float(environ, "REDIS_CONNECT_TIMEOUT", 1.0)
         # Request bodies above this size are refused with 413.
         self.MAX_CONTENT_LENGTH = _int(environ, "MAX_CONTENT_LENGTH", 64 * 1024)
+        # "json": one JSON object per log line (API and workers) for log shippers; "text" for people.
+        self.LOG_FORMAT = (environ.get("LOG_FORMAT") or "text").strip().lower()
+        if self.LOG_FORMAT not in {"text", "json"}:
+            raise ConfigError(f'LOG_FORMAT must be "text" or "json", got {environ["LOG_FORMAT"]!r}')
         self.FLOWER_BASIC_AUTH = environ.get("FLOWER_BASIC_AUTH", "")
         # Bearer tokens the API accepts, comma-separated (two during a rotation).
         # Unset: the API is open (development); production refuses to start without.

@@ -18,3 +18,28 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 # gunicorn 27's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl),
 # shared by every instance on the machine; we do not use it, so two stacks never clash.
 control_socket_disable = True
+
+# --- Logs and metrics (backend/logs.py, backend/metrics.py) ---
+from backend import prometheus_dir  # noqa: E402
+from backend.logs import logging_config  # noqa: E402
+from config import read_environment  # noqa: E402
+
+# gunicorn's default access line, plus the request id the API answered with.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %({x-request-id}o)s'
+# LOG_FORMAT=json: every line of gunicorn and the app one JSON object; text otherwise.
+logconfig_dict = logging_config(
+    (read_environment().get("LOG_FORMAT") or "text").strip().lower(), loglevel.upper(), accesslog or None
+)
+
+
+def on_starting(server):
+    # Before any worker exists: each one writes its samples there, /metrics sums them.
+    prometheus_dir.prepare()
+
+
+def child_exit(server, worker):
+    prometheus_dir.worker_exited(worker.pid)
+
+
+def on_exit(server):
+    prometheus_dir.cleanup()

@@ -17,10 +17,11 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     """The application factory: config (from the environment unless given), Celery, routes."""
     import redis
     from flask import Flask
-
-    from backend.celery_app import make_celery
     from werkzeug.middleware.proxy_fix import ProxyFix
 
+    from backend import metrics, tracing
+    from backend.celery_app import make_celery
+    from backend.cli import register_commands
     from backend.errors import register_error_handlers
     from backend.idempotency import IdempotencyKeys
     from backend.openapi import create_spec, register_openapi
@@ -33,6 +34,10 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(config.to_flask())
     app.json.sort_keys = False
+    # First: every later hook (auth, limits, metrics) may end the request, and its
+    # response must still carry the request id.
+    tracing.init_app(app)
+    metrics.init_app(app)
     if config.TRUSTED_PROXY_HOPS:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.TRUSTED_PROXY_HOPS, x_proto=config.TRUSTED_PROXY_HOPS)
 
@@ -51,4 +56,5 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     app.register_blueprint(create_blueprint(spec, submit_limit(app)))
     register_openapi(app, spec)
     register_error_handlers(app)
+    register_commands(app)
     return app

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from backend.auth import current_client
 from backend.errors import APIError
 from backend.idempotency import IdempotencyKeys, fingerprint, validate_key
+from backend.metrics import count_submit
 from backend.records import TaskRecords
 from backend.registry import PublicTask, public_tasks
 from backend.schemas import FINAL_STATES, Progress, TaskError, TaskStatus
@@ -85,13 +86,16 @@ def submit(name: str, data: Any, *, from_query: bool = False, idempotency_key: s
     # This Flask app's Celery, not the process-wide default app that @shared_task points to.
     celery_task = _celery().tasks[task.name]
     if idempotency_key is None:
-        return Submission(celery_task.apply_async(kwargs=params).id)
+        task_id = celery_task.apply_async(kwargs=params).id
+        count_submit(task.name)
+        return Submission(task_id)
 
     keys: IdempotencyKeys = current_app.extensions["idempotency_keys"]
     claim = keys.claim(current_client(), idempotency_key, fingerprint(task.name, params), task.name, uuid())
     if claim.replayed:
         return Submission(claim.task_id, replayed=True)
     celery_task.apply_async(kwargs=params, task_id=claim.task_id, record_written=True)
+    count_submit(task.name)
     return Submission(claim.task_id)
 
 

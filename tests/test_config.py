@@ -133,3 +133,10 @@ def test_a_mistyped_rate_limit_is_refused_not_silently_ignored():
 def test_the_shutdown_grace_must_end_before_a_lease_could_expire():
     with pytest.raises(ConfigError, match="WORKER_SOFT_SHUTDOWN_TIMEOUT"):
         load_config({"BROKER_VISIBILITY_TIMEOUT": "30", "WORKER_SOFT_SHUTDOWN_TIMEOUT": "25"})
+
+
+def test_log_format_is_text_unless_json_is_asked_and_a_typo_is_refused():
+    assert load_config({}).LOG_FORMAT == "text"
+    assert load_config({"LOG_FORMAT": "JSON"}).LOG_FORMAT == "json"
+    with pytest.raises(ConfigError, match="LOG_FORMAT"):
+        load_config({"LOG_FORMAT": "jsno"})

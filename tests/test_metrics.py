@@ -1,0 +1,97 @@
+"""GET /metrics: Prometheus text, summed over gunicorn's workers, behind the API token."""
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from devtools.redis_server import free_port
+from tests.conftest import make_app
+
+
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(metrics: dict, name: str, **labels: str) -> float:
+    return metrics.get((name, frozenset(labels.items())), 0.0)
+
+
+def scrape(url: str) -> dict:
+    response = requests.get(f"{url}/metrics", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    return samples(response.text)
+
+
+@pytest.mark.e2e
+def test_metrics_count_requests_and_submits_of_every_gunicorn_worker(gunicorn_url, worker):
+    before = scrape(gunicorn_url)
+    submits = 12
+    task_ids = []
+    for _ in range(submits):
+        # A new connection per request: gunicorn's two workers share them out.
+        response = requests.post(f"{gunicorn_url}/add", json={"x": 1, "y": 2}, timeout=5)
+        assert response.status_code == 202
+        task_ids.append(response.json()["task_id"])
+    for task_id in task_ids:
+        assert requests.get(f"{gunicorn_url}/status/{task_id}", timeout=5).status_code == 200
+    assert requests.get(f"{gunicorn_url}/status/never-submitted", timeout=5).status_code == 404
+
+    # Every scrape, whichever worker answers it, shows the sum over both workers.
+    for _ in range(4):
+        after = scrape(gunicorn_url)
+        route_count = "flask_http_request_duration_seconds_count"
+        assert value(after, "jobs_submitted_total", task="add") - value(before, "jobs_submitted_total", task="add") == submits
+        assert (
+            value(after, route_count, method="POST", route="/add", status="202")
+            - value(before, route_count, method="POST", route="/add", status="202")
+            == submits
+        )
+        # One series for every task id: the URL rule, not the path.
+        assert (
+            value(after, route_count, method="GET", route="/status/<task_id>", status="200")
+            - value(before, route_count, method="GET", route="/status/<task_id>", status="200")
+            == submits
+        )
+        assert value(after, route_count, method="GET", route="/status/<task_id>", status="404") >= 1
+        assert not [key for key in after if any(task_id in str(key) for task_id in task_ids)]
+        assert value(after, "flask_http_request_duration_seconds_bucket", method="POST", route="/add", status="202", le="+Inf") >= submits
+
+
+def test_a_redis_outage_shows_as_503s_by_route():
+    client = make_app(f"redis://127.0.0.1:{free_port()}/0").test_client()
+    assert client.post("/add", json={"x": 1, "y": 2}).status_code == 503
+    assert client.get("/status/00000000-0000-4000-8000-000000000000").status_code == 503
+    metrics = samples(client.get("/metrics").get_data(as_text=True))
+    assert value(metrics, "jobs_unavailable_responses_total", route="/add") == 1
+    assert value(metrics, "jobs_unavailable_responses_total", route="/status/<task_id>") == 1
+    assert value(metrics, "flask_http_request_duration_seconds_count", method="POST", route="/add", status="503") == 1
+    assert value(metrics, "jobs_submitted_total", task="add") == 0
+
+
+def test_metrics_need_the_api_token_when_tokens_are_set(worker_redis_url):
+    client = make_app(worker_redis_url, API_TOKENS="metrics-token").test_client()
+    response = client.get("/metrics")
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "unauthorized"
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer metrics-token"}).status_code == 200
+
+
+def test_metrics_are_not_rate_limited_and_not_counted(worker_redis_url, worker):
+    client = make_app(worker_redis_url, SUBMIT_RATE_LIMIT="1/minute").test_client()
+    assert all(client.get("/metrics").status_code == 200 for _ in range(5))
+    metrics = samples(client.get("/metrics").get_data(as_text=True))
+    assert not [key for key in metrics if ("route", "/metrics") in key[1]]
+    assert value(metrics, "jobs_submitted_total", task="add") == 0
+
+
+def test_a_failed_submit_is_not_counted(client):
+    assert client.post("/add", json={"x": "not a number"}).status_code == 422
+    metrics = samples(client.get("/metrics").get_data(as_text=True))
+    assert value(metrics, "jobs_submitted_total", task="add") == 0
+    assert value(metrics, "flask_http_request_duration_seconds_count", method="POST", route="/add", status="422") == 1
