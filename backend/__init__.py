@@ -22,6 +22,7 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     from backend import metrics, tracing
     from backend.celery_app import make_celery
     from backend.cli import register_commands
+    from backend.dashboard import create_dashboard
     from backend.errors import register_error_handlers
     from backend.idempotency import IdempotencyKeys
     from backend.openapi import create_spec, register_openapi
@@ -54,6 +55,7 @@ def create_app(config: BaseConfig | None = None) -> Flask:
 
     spec = create_spec(bearer_auth=bool(config.API_TOKENS))
     app.register_blueprint(create_blueprint(spec, submit_limit(app)))
+    app.register_blueprint(create_dashboard())
     register_openapi(app, spec)
     register_error_handlers(app)
     register_commands(app)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from flask import Flask, jsonify, redirect
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from spectree.page import PAGE_TEMPLATES
+from spectree.plugins.flask_plugin import FlaskPlugin
 
+from backend.events import openapi_operation as event_stream_operation
 from backend.schemas import ErrorBody
 
 DOCS_PATH = "docs"
@@ -20,8 +22,9 @@ class JobsSpec(SpecTree):
     def spec(self) -> dict:
         document = super().spec
         if not getattr(self, "_completed", False):
-            _optional_bodies(document)  # both steps are idempotent: a race between threads is harmless
+            _optional_bodies(document)  # the steps are idempotent: a race between threads is harmless
             _link_task_ids(document)
+            _document_event_stream(document)
             self._completed = True
         return document
 
@@ -88,3 +91,12 @@ def _link_task_ids(document: dict) -> None:
                     name: {"operationId": operation_id, "parameters": {"task_id": "$response.body#/task_id"}}
                     for name, operation_id in targets.items()
                 }
+
+
+def _document_event_stream(document: dict) -> None:
+    """GET /status/{task_id}/events, which spectree cannot document (see backend/events.py),
+    with the same error responses as the status route."""
+    status = document["paths"]["/status/{task_id}"]["get"]
+    errors = {code: status["responses"][code] for code in ("401", "404", "503") if code in status["responses"]}
+    status_schema = status["responses"]["200"]["content"]["application/json"]["schema"]
+    document["paths"]["/status/{task_id}/events"] = {"get": event_stream_operation(status_schema, errors)}

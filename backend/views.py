@@ -10,7 +10,7 @@ from flask import Blueprint, jsonify, request, url_for
 from spectree import Response, SpecTree
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from backend import jobs
+from backend import events, jobs
 from backend.auth import authenticate, may_see_details
 from backend.errors import APIError
 from backend.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -155,6 +155,12 @@ def create_blueprint(spec: SpecTree, limit_submits: Callable[[Callable], Callabl
     def cancel_task(task_id: str):
         """Cancel: a queued task never runs; a running long task stops at its next step (REVOKED); 409 once ended."""
         return jsonify(jobs.cancel(task_id).model_dump(mode="json")), 202
+
+    # Not spec.validate: spectree documents JSON responses only; see events.openapi_operation.
+    @bp.get("/status/<task_id>/events")
+    def task_events(task_id: str):
+        """Live status over Server-Sent Events until the task ends (backend/events.py)."""
+        return events.stream_response(task_id)
 
     @bp.get("/healthz")
     @spec.validate(resp=Response(HTTP_200=Health), tags=("health",), security={}, skip_validation=True)

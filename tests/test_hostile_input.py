@@ -248,9 +248,10 @@ TRAVERSALS = ["../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2e%2e%2f%2e%2e%2fe
 
 
 @pytest.mark.parametrize("task_id", ODD_TASK_IDS)
-def test_odd_task_ids_are_404_for_status_and_cancel(idle_client, task_id):
+def test_odd_task_ids_are_404_for_status_cancel_and_events(idle_client, task_id):
     assert_clean_error(idle_client.get(f"/status/{task_id}"), 404, "task_not_found")
     assert_clean_error(idle_client.post(f"/status/{task_id}/cancel"), 404, "task_not_found")
+    assert_clean_error(idle_client.get(f"/status/{task_id}/events"), 404, "task_not_found")
 
 
 @pytest.mark.parametrize("traversal", TRAVERSALS)
@@ -261,7 +262,8 @@ def test_path_traversal_matches_no_route(idle_client, traversal):
     assert_clean_error(idle_client.get(f"/docs/{traversal}"), 404, "not_found")
 
 
-@pytest.mark.parametrize("path", ["/", "/status", "/status/", "/tasks/", "/etc/passwd", "/docs/redoc/", "/.env"])
+# Not "/": it is the dashboard (tests/browser).
+@pytest.mark.parametrize("path", ["/status", "/status/", "/tasks/", "/etc/passwd", "/docs/redoc/", "/.env"])
 def test_unknown_routes_are_a_json_404(idle_client, path):
     assert_clean_error(idle_client.get(path), 404, "not_found")
 

@@ -72,8 +72,9 @@ OPERATIONS = {result.ok().label for result in open_schema.get_all_operations()}
 
 
 def fuzz_app(redis_url: str, **env: str):
-    # /readyz pings workers and ?wait= long-polls; nothing changes here, so do not wait.
-    return make_app(redis_url, READYZ_PING_TIMEOUT="0.05", STATUS_MAX_WAIT="0.05", **env)
+    # /readyz pings workers, ?wait= long-polls and event streams last until a final state;
+    # nothing changes here, so do not wait.
+    return make_app(redis_url, READYZ_PING_TIMEOUT="0.05", STATUS_MAX_WAIT="0.05", EVENTS_MAX_SECONDS="0.05", **env)
 
 
 @pytest.fixture

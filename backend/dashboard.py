@@ -1,0 +1,33 @@
+"""The dashboard at /: a static page (backend/templates, backend/static) that submits,
+follows and cancels tasks through the public API, from the browser.
+
+The page holds no secret and calls nothing on the server side, so it is served without
+a token; the API calls it makes carry the user's token (see dashboard.js).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, render_template
+
+# Everything the page loads comes from this origin: no CDN (users may be offline),
+# no inline script, nothing that can run code injected into a task's result.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def create_dashboard() -> Blueprint:
+    bp = Blueprint("dashboard", __name__)
+
+    @bp.get("/")
+    def index():
+        response = current_app.make_response(
+            render_template("dashboard.html", flower_url=current_app.config["FLOWER_URL"])
+        )
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    return bp

@@ -1,0 +1,223 @@
+"""Live task status over Server-Sent Events: GET /status/<id>/events.
+
+Each event carries the same object as GET /status/<id>; the first is the current
+status, and the server closes the stream after a final state. Like the long-poll
+(jobs.wait_for_change) the stream waits on the result backend's pub/sub channel
+of the task, not on a sleep loop.
+
+What an open stream holds for its whole life: one gunicorn thread (gthread) or
+greenlet (gevent) and one Redis connection in subscribe mode (plus, under gunicorn,
+an epoll descriptor to notice a client that leaves). Plain blocking redis-py with
+timeouts, so it works under both worker classes; EVENTS_MAX_SECONDS bounds how long
+one client can keep them, and clients reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from flask import Response, current_app, request, stream_with_context
+from redis.client import PubSub
+
+from backend import jobs
+from backend.errors import APIError
+from backend.schemas import FINAL_STATES, TaskStatus
+
+log = logging.getLogger(__name__)
+
+# How long a client waits before reconnecting after the stream ends without a
+# final state (lifetime reached, server restart); sent once per stream.
+RETRY_MILLISECONDS = 3000
+EVENT_NAME = "status"
+# How often a waiting stream checks that its client is still connected. Without it,
+# a stream whose client left would hold its thread until the next write (heartbeat).
+CLIENT_CHECK_SECONDS = 1.0
+
+
+def stream_response(task_id: str) -> Response:
+    """The event stream of a task; 404 / 503 JSON (raised) before any streaming starts."""
+    status = jobs.task_status(task_id)
+    pubsub = None
+    if status.state not in FINAL_STATES:
+        pubsub = _subscribe(task_id)
+        try:
+            # Read again once subscribed: a change between the first read and
+            # the subscription would otherwise be missed until the next one.
+            status = jobs.task_status(task_id)
+        except BaseException:
+            pubsub.close()
+            raise
+    config = current_app.config
+    client = request.environ.get("gunicorn.socket")  # absent under other servers: no check
+    events = _events(
+        task_id, status, pubsub, client, config["EVENTS_MAX_SECONDS"], config["EVENTS_HEARTBEAT_SECONDS"]
+    )
+    response = Response(stream_with_context(events), mimetype="text/event-stream")
+    if pubsub is not None:
+        # A response closed before its first chunk never runs the generator's finally.
+        response.call_on_close(pubsub.close)
+    response.headers["Cache-Control"] = "no-cache"
+    # nginx buffers proxied responses by default, which would hold events back.
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def format_event(status: TaskStatus) -> str:
+    """One `status` event. No `id:`: every stream starts with the full current
+    status, so a reconnecting client has nothing to resume from an id."""
+    return f"event: {EVENT_NAME}\ndata: {status.model_dump_json()}\n\n"
+
+
+def _subscribe(task_id: str) -> PubSub:
+    pubsub = current_app.extensions["task_records"].client.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(current_app.extensions["celery"].backend.get_key_for_task(task_id))
+    except BaseException:
+        pubsub.close()
+        raise
+    return pubsub
+
+
+def _events(
+    task_id: str,
+    status: TaskStatus,
+    pubsub: PubSub | None,
+    client: socket.socket | None,
+    max_seconds: float,
+    heartbeat_seconds: float,
+) -> Iterator[str]:
+    watch = None
+    try:
+        yield f"retry: {RETRY_MILLISECONDS}\n" + format_event(status)
+        if pubsub is None:
+            return
+        watch = _ClientWatch.of(client)
+        deadline = time.monotonic() + max_seconds
+        next_heartbeat = time.monotonic() + heartbeat_seconds
+        while status.state not in FINAL_STATES:
+            now = time.monotonic()
+            if now >= deadline:
+                # Bounded lifetime: a stream cannot hold a server thread forever.
+                yield ": stream lifetime reached; reconnect to follow the task\n\n"
+                return
+            if now >= next_heartbeat:
+                next_heartbeat = now + heartbeat_seconds
+                # Also a safety net: a change published while the pub/sub connection
+                # was reconnecting would otherwise be missed until the next one.
+                current = jobs.task_status(task_id)
+                if current != status:
+                    status = current
+                    yield format_event(status)
+                else:
+                    # A comment: proxies keep the connection, and writing to a
+                    # client that has gone away ends the stream.
+                    yield ": keep-alive\n\n"
+                continue
+            wait = min(deadline, next_heartbeat, now + CLIENT_CHECK_SECONDS) - now
+            if pubsub.get_message(timeout=wait) is None:
+                if watch is not None and watch.disconnected():
+                    return
+                continue
+            _drain(pubsub)  # a burst of messages needs one read of the status
+            current = jobs.task_status(task_id)
+            if current != status:
+                status = current
+                next_heartbeat = time.monotonic() + heartbeat_seconds
+                yield format_event(status)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, APIError) as exc:
+        # Too late for an error response: end the stream; the client reconnects
+        # and then gets the 503 (or 404 if the task expired meanwhile).
+        log.warning("event stream of task %s ended early: %s", task_id, exc)
+    finally:
+        if pubsub is not None:
+            pubsub.close()
+        if watch is not None:
+            watch.close()
+
+
+class _ClientWatch:
+    """Tells when the client has closed the connection (end of file on its socket).
+
+    Safe to peek: while a response is being written, the server reads nothing from
+    the socket. A zero-timeout epoll never blocks, under gthread or gevent, and has
+    no limit on descriptor numbers (select() fails above 1024).
+    """
+
+    def __init__(self, client: socket.socket, selector: selectors.BaseSelector):
+        self.client = client
+        self.selector = selector
+
+    @classmethod
+    def of(cls, client: socket.socket | None) -> _ClientWatch | None:
+        """A watch on the client's socket; None when there is none to watch."""
+        if client is None:
+            return None
+        selector = selectors.DefaultSelector()
+        try:
+            selector.register(client, selectors.EVENT_READ)
+        except (OSError, ValueError):  # already closed
+            selector.close()
+            return None
+        return cls(client, selector)
+
+    def disconnected(self) -> bool:
+        try:
+            if not self.selector.select(timeout=0):
+                return False
+            return self.client.recv(1, socket.MSG_PEEK) == b""
+        except ValueError:  # gunicorn serving TLS itself: an SSL socket cannot peek; heartbeats will tell
+            return False
+        except OSError:  # reset by the client
+            return True
+
+    def close(self) -> None:
+        self.selector.close()
+
+
+def _drain(pubsub: PubSub) -> None:
+    while pubsub.get_message(timeout=0) is not None:
+        pass
+
+
+def openapi_operation(status_schema: dict[str, Any], error_responses: dict[str, Any]) -> dict[str, Any]:
+    """The route's OpenAPI operation. spectree documents every response as JSON (and its
+    stock Flask plugin reads the whole response body), so the route is documented here.
+
+    Before OpenAPI 3.2 (and its `itemSchema`), the schema of a text/event-stream
+    describes one event, as its fields: `data` is the status object as JSON text.
+    """
+    event_schema = {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": EVENT_NAME},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": status_schema},
+            "retry": {"type": "integer", "description": "Milliseconds to wait before reconnecting."},
+        },
+    }
+    return {
+        "summary": "Follow a task live over Server-Sent Events; 404 for an unknown or expired id.",
+        "description": (
+            f"`text/event-stream`: a `{EVENT_NAME}` event carrying the same object as "
+            "`GET /status/{task_id}` for the current status and for each change of state or progress. "
+            "The server closes the stream after a final state (SUCCESS, FAILURE, REVOKED), or after "
+            "EVENTS_MAX_SECONDS (reconnect then). Comment lines are heartbeats. EventSource cannot send "
+            "an Authorization header: when tokens are on, read the stream with fetch()."
+        ),
+        "operationId": "get__status_{task_id}_events",
+        "tags": ["status"],
+        "parameters": [{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {
+            "200": {
+                "description": "The event stream.",
+                "content": {"text/event-stream": {"schema": event_schema}},
+            },
+            **error_responses,
+        },
+    }
