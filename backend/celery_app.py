@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from celery import Celery, Task
+from celery.states import STARTED
 from celery.exceptions import Ignore
 from celery.utils import uuid
 from flask import Flask
@@ -54,7 +57,10 @@ class JobTask(Task):
     def begin(self) -> None:
         """Called by the worker before run(): stop here if cancelled while queued,
         or if every earlier delivery died with its worker (a task that kills it)."""
-        deliveries = self.records.start_unless_cancelled(self.request.id, self.name, self.request.retries or 0)
+        request = self.request
+        deliveries = self.records.start_unless_cancelled(
+            request.id, self.name, request.retries or 0, announce=self._started_announcement()
+        )
         if not deliveries:
             self.end_revoked("cancelled before it started")
         if deliveries > self.max_deliveries:
@@ -63,6 +69,20 @@ class JobTask(Task):
                 f"delivered {deliveries} times; the {deliveries - 1} earlier runs never finished "
                 "(worker killed, out of memory, or cut off from Redis), so it is not run again"
             )
+
+    def _started_announcement(self) -> tuple[bytes, str]:
+        """Celery's STARTED message (task_track_started is off: the record holds the
+        start), published by the start script on the channel result waiters watch."""
+        request = self.request
+        meta = {
+            "status": STARTED,
+            "result": {"pid": os.getpid(), "hostname": request.hostname},
+            "traceback": None,
+            "children": [],
+            "date_done": None,
+            "task_id": request.id,
+        }
+        return self.backend.get_key_for_task(request.id), json.dumps(meta)
 
     def report_progress(self, current: int, total: int, message: str = "") -> None:
         if self._runs_in_worker():

@@ -16,7 +16,9 @@ KEY_PREFIX = "job:"
 
 # Atomic with the API's cancel: a task either starts or is cancelled first,
 # never both. A record missing (e.g. a task sent by other code) is created so
-# its status can be looked up while it runs. Returns 0 if cancelled, else how
+# its status can be looked up while it runs. The start is announced on the
+# task's result channel (ARGV[5], message ARGV[6]), which long-polls and event
+# streams wait on, as Celery's own STARTED state would. Returns 0 if cancelled, else how
 # many times this attempt (ARGV[4], Celery's retry count) has been delivered:
 # above 1, earlier deliveries died with their worker before they could finish.
 _START_UNLESS_CANCELLED = """
@@ -34,6 +36,9 @@ else
   redis.call('HSET', KEYS[1], 'attempt', ARGV[4], 'deliveries', 1)
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+if ARGV[5] ~= '' then
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
+end
 return deliveries
 """
 
