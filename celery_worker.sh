@@ -4,6 +4,8 @@
 #   CELERY_QUEUES       comma-separated queues to consume (default: celery)
 #   CELERY_LOGLEVEL     debug | info | warning | error (default: info)
 #   CELERY_HOSTNAME     worker name, unique per worker (default: worker@<host>)
+#   CELERY_PREFETCH_MULTIPLIER  messages reserved per pool process (default 1, for long
+#                       tasks); a worker of short tasks only may take 4 (see README)
 # plus everything config.py reads (REDIS_URL, BROKER_URL, RESULT_BACKEND, APP_ENV, ...).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -19,6 +21,9 @@ args=(
 )
 if [[ -n "${CELERY_CONCURRENCY:-}" ]]; then
   args+=(--concurrency "$CELERY_CONCURRENCY")
+fi
+if [[ -n "${CELERY_PREFETCH_MULTIPLIER:-}" ]]; then
+  args+=(--prefetch-multiplier "$CELERY_PREFETCH_MULTIPLIER")
 fi
 
 # SIGTERM (docker stop, systemd, Kubernetes) starts Celery's soft shutdown:

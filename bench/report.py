@@ -12,6 +12,8 @@ from pathlib import Path
 
 import psutil
 
+from bench.stack import SHORT_TASK_PREFETCH
+
 LIBRARIES = ("celery", "kombu", "redis", "hiredis", "billiard", "flask", "werkzeug", "gunicorn",
              "pydantic", "spectree", "flask-limiter")
 
@@ -207,7 +209,7 @@ def table(doc: dict) -> list[str]:
          busy("e2e")),
         ("e2e raw apply_async().get()", f"p50 {_number(doc['e2e_raw_ms']['p50'], 2)} ms", _ms(doc["e2e_raw_ms"]),
          busy("e2e")),
-        ("worker, ours" + (" (celery_worker.sh)" if setup["ours_worker"].startswith("./") else " (candidates)"),
+        ("worker, ours" + (f" (celery_worker.sh, prefetch {SHORT_TASK_PREFETCH})" if setup["ours_worker"].startswith("./") else " (candidates)"),
          f"{_number(doc['worker_tasks_per_s']['ours'])} tasks/s",
          _cpu(cpu["worker_ours"]), busy("worker_ours")),
         ("worker, Celery's defaults", f"{_number(doc['worker_tasks_per_s']['celery_defaults'])} tasks/s",

@@ -31,7 +31,7 @@ from pathlib import Path
 from bench import measure, report
 from bench.app import SETTINGS_VARIABLE
 from bench.measure import Settings
-from bench.stack import API_DB, DEFAULTS_DB, BenchError, BenchStack
+from bench.stack import API_DB, DEFAULTS_DB, SHORT_TASK_PREFETCH, BenchError, BenchStack
 from devtools.processes import PROJECT_ROOT
 
 FULL = dict(seconds=5.0, warmup=1.0, repeat=3, latency_samples=300, latency_warmup=30, worker_tasks=4000)
@@ -149,8 +149,9 @@ def run(args: argparse.Namespace) -> dict:
                 "keep-alive connections in all, one request in flight each, raw sockets + selectors"
             ),
             "e2e_status_method": "long-poll GET /status/<id>?wait=" if long_poll else "polling GET /status/<id>",
-            "ours_worker": "celery --app bench.worker worker (candidate settings)" if candidates
-                           else "./celery_worker.sh --include bench.tasks",
+            "ours_worker": ("celery --app bench.worker worker (candidate settings)" if candidates
+                            else "./celery_worker.sh --include bench.tasks")
+                           + f", prefetch multiplier {SHORT_TASK_PREFETCH} (a short-task worker), late acks",
             "overrides": overrides,
             "other_load_cores_before": load_before,
             "settings": vars(settings),

@@ -25,9 +25,12 @@ VENV_BIN = Path(sys.executable).parent
 API_DB, RAW_DB, DEFAULTS_DB = 0, 1, 2
 # Where a worker waits, started but consuming nothing, until the phase begins.
 HOLD_QUEUE = "bench.hold"
+# CELERY_PREFETCH_MULTIPLIER of our worker: the setting for a worker of short tasks (README).
+SHORT_TASK_PREFETCH = 4
 # Settings of the children that would point them elsewhere or change what is measured.
 STRIPPED = {"REDIS_URL", "BROKER_URL", "RESULT_BACKEND", "APP_ENV", "SECRET_KEY", "API_TOKENS",
-            "SUBMIT_RATE_LIMIT", "CELERY_QUEUES", "CELERY_HOSTNAME", "CELERY_CONCURRENCY"}
+            "SUBMIT_RATE_LIMIT", "CELERY_QUEUES", "CELERY_HOSTNAME", "CELERY_CONCURRENCY",
+            "CELERY_PREFETCH_MULTIPLIER"}
 START_TIMEOUT_S = 60.0
 
 
@@ -172,13 +175,17 @@ class BenchStack:
         common = ["--without-mingle", "--without-gossip"]
         if kind == "ours":
             argv = ["./celery_worker.sh", "--include", "bench.tasks", *common]
+            # The no-op is a short task: measured on the short-task worker the README describes
+            # (prefetch 4, late acks and leases as always), Celery's default prefetch too.
             env = self.env(API_DB, CELERY_HOSTNAME=hostname, CELERY_QUEUES=HOLD_QUEUE,
-                           CELERY_CONCURRENCY=str(self.worker_concurrency), CELERY_LOGLEVEL="info")
+                           CELERY_CONCURRENCY=str(self.worker_concurrency), CELERY_LOGLEVEL="info",
+                           CELERY_PREFETCH_MULTIPLIER=str(SHORT_TASK_PREFETCH))
             if env.get(SETTINGS_VARIABLE):
                 # celery_worker.sh's command, on the app that applies the candidate settings.
                 argv = [str(VENV_BIN / "celery"), "--app", "bench.worker", "worker", "--loglevel", "info",
                         "--queues", HOLD_QUEUE, "--hostname", hostname,
-                        "--concurrency", str(self.worker_concurrency), *common]
+                        "--concurrency", str(self.worker_concurrency),
+                        "--prefetch-multiplier", str(SHORT_TASK_PREFETCH), *common]
                 env["REMAP_SIGTERM"] = "SIGQUIT"
         elif kind == "defaults":
             argv = [str(VENV_BIN / "celery"), "--app", "bench.defaults_app", "worker", "--loglevel", "info",
