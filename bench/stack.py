@@ -161,7 +161,7 @@ class BenchStack:
         return int(raw) if raw else min(4, multiprocessing.cpu_count())
 
     def gunicorn_threads(self) -> int:
-        return int(self.env().get("GUNICORN_THREADS") or 4)
+        return int(self.env().get("GUNICORN_THREADS") or 16)  # gunicorn.conf.py's default
 
     def api_workers(self) -> list[psutil.Process]:
         assert self.api is not None
