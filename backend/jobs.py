@@ -129,9 +129,7 @@ def wait_for_change(task_id: str, seconds: float) -> TaskStatus:
     if status.state in FINAL_STATES or seconds <= 0:
         return status
     deadline = time.monotonic() + seconds
-    pubsub = _records().client.pubsub(ignore_subscribe_messages=True)
-    try:
-        pubsub.subscribe(_celery().backend.get_key_for_task(task_id))
+    with _records().subscribed(_celery().backend.get_key_for_task(task_id)) as pubsub:
         # Read again once subscribed: a change between the first read and the
         # subscription would otherwise be missed until the deadline.
         current = task_status(task_id)
@@ -139,8 +137,6 @@ def wait_for_change(task_id: str, seconds: float) -> TaskStatus:
             if pubsub.get_message(timeout=remaining) is not None:
                 current = task_status(task_id)
         return current
-    finally:
-        pubsub.close()
 
 
 def build_status(task_id: str, record: Mapping[str, str], meta: Mapping[str, Any]) -> TaskStatus:

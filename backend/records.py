@@ -8,9 +8,13 @@ cancellation flag. It lives beside the results and expires with them.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import redis
+from redis.client import PubSub
 
 KEY_PREFIX = "job:"
 
@@ -74,6 +78,7 @@ class TaskRecords:
         self._start = client.register_script(_START_UNLESS_CANCELLED)
         self._cancel = client.register_script(_REQUEST_CANCEL)
         self._uncount = client.register_script(_UNCOUNT_DELIVERY)
+        self._waiters = threading.local()
 
     @staticmethod
     def key(task_id: str) -> str:
@@ -109,6 +114,27 @@ class TaskRecords:
     def _decode(raw: dict[bytes, bytes]) -> dict[str, str] | None:
         return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
 
+    @contextmanager
+    def subscribed(self, channel: bytes | str) -> Iterator[PubSub]:
+        """This thread's pub/sub connection, subscribed to `channel` while in the block.
+
+        Kept for the thread's next wait: a new connection per long-poll (connect,
+        handshake, close) cost 0.6 ms of a 6 ms end-to-end no-op (make bench). A message
+        of an earlier wait that arrives late only wakes the next waiter once, which then
+        reads the status and waits on. Closed on any error, so no broken state is kept.
+        """
+        pubsub = getattr(self._waiters, "pubsub", None)
+        if pubsub is None:
+            pubsub = self._waiters.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(channel)
+            yield pubsub
+            pubsub.unsubscribe(channel)
+        except BaseException:
+            self._waiters.pubsub = None
+            pubsub.close()
+            raise
+
     def start_unless_cancelled(
         self, task_id: str, name: str, attempt: int = 0, announce: tuple[bytes | str, str] = ("", "")
     ) -> int:
@@ -128,7 +154,3 @@ class TaskRecords:
 
     def is_cancel_requested(self, task_id: str) -> bool:
         return bool(self.client.hexists(self.key(task_id), "cancel_requested_at"))
-
-    def refresh(self, task_id: str) -> None:
-        """Keep the record as long as the result it describes."""
-        self.client.expire(self.key(task_id), self.ttl)
