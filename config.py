@@ -35,8 +35,9 @@ BROKER_VISIBILITY_TIMEOUT = 60
 # sweep runs every 10 s but scans on every 10th call only, i.e. ~100 s).
 UNACKED_RESTORE_INTERVAL = 5
 REDIS_TRANSPORT = "backend.transport:Transport"
-# Celery's "<class>+<url>" form: the Redis result backend, minus a subscription per submit.
-RESULTS_BACKEND_CLASS = "backend.results:SubmitWithoutSubscribingBackend"
+# Celery's "<class>+<url>" form: the Redis result backend, minus a subscription per
+# submit, plus the task record's expiry with every state stored (backend/results.py).
+RESULTS_BACKEND_CLASS = "backend.results:JobsResultBackend"
 
 
 class ConfigError(RuntimeError):
@@ -190,8 +191,10 @@ class BaseConfig:
             "result_accept_content": ["json"],
             # Results expire so Redis memory does not grow without bound.
             "result_expires": self.RESULT_EXPIRES,
-            # Store the task name and worker with each result: status and Flower show them.
-            "result_extended": True,
+            # Not the task's name, args, kwargs and worker again with every state stored: the
+            # task record has the name, Flower gets the rest from events, and a client's
+            # input need not be copied into every result and progress write.
+            "result_extended": False,
             # One result backend (one redis-py pool) per process instead of one per thread,
             # or per request under gevent, whose greenlets count as threads. Safe: nothing
             # in the API waits on a result with AsyncResult.get(), the one unshared part.

@@ -116,11 +116,8 @@ def make_celery(app: Flask) -> Celery:
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             with app.app_context():
                 if self.job_record and self._runs_in_worker():
+                    # The record's expiry follows each state stored (backend/results.py).
                     self.begin()
-                    try:
-                        return self.run(*args, **kwargs)
-                    finally:
-                        self.records.refresh(self.request.id)
                 return self.run(*args, **kwargs)
 
     celery = Celery(app.import_name, task_cls=FlaskTask)

@@ -1,5 +1,7 @@
 """Tasks run by a real Celery worker, observed through the API."""
 
+import redis
+
 from backend.tasks import long_task
 from tests.conftest import wait_for_state
 from tests.processes import wait_until
@@ -88,3 +90,15 @@ def test_readyz_names_the_worker_that_answered(client, worker):
     body = response.get_json()
     assert body["status"] == "ready"
     assert worker in body["workers"]["names"]
+
+
+def test_storing_a_state_renews_the_task_record_with_the_result(client, worker, worker_redis_url):
+    redis_client = redis.Redis.from_url(worker_redis_url, socket_timeout=2)
+    task_id = submit_long_task(client, steps=3, step_seconds=0.4)
+    wait_for_state(client, task_id, {"STARTED", "PROGRESS"})
+    # As if the record were older than the result about to be stored.
+    redis_client.expire(f"job:{task_id}", 100)
+    wait_for_state(client, task_id, {"SUCCESS"})
+    result_ttl = redis_client.ttl(f"celery-task-meta-{task_id}")
+    assert result_ttl > 1000
+    assert redis_client.ttl(f"job:{task_id}") >= result_ttl - 5
