@@ -35,10 +35,8 @@ class JobsResultBackend(RedisBackend):
         # Celery keeps both as bytes; str is accepted in case that changes.
         task_prefix, key_bytes = (v if isinstance(v, bytes) else v.encode() for v in (self.task_keyprefix, key))
         with self.client.pipeline() as pipe:
-            if expires:
-                pipe.setex(key, expires, value)
-            else:
-                pipe.set(key, value)
+            # SET with EX, not Celery's SETEX, which redis-py 8 deprecates (a warning per task).
+            pipe.set(key, value, ex=expires or None)
             pipe.publish(key, value)
             if expires and key_bytes.startswith(task_prefix):
                 pipe.expire(TaskRecords.key(key_bytes[len(task_prefix):].decode()), expires)
