@@ -130,18 +130,29 @@ def wait_until_http_ok(process: Process, url: str) -> None:
     wait_until(answers, timeout=30, what=f"{process.name} to answer {url}")
 
 
+def start_gunicorn(redis_url: str, log_dir, name: str = "gunicorn", **env: str) -> tuple[Process, str]:
+    """The API under a real gunicorn (gunicorn.conf.py, as production runs it) on a free
+    port, returned with its URL once it answers /healthz; stopped if it never does."""
+    port = free_port()
+    process = Process(
+        name,
+        [str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", "backend:create_app()"],
+        service_env(redis_url, GUNICORN_BIND=f"127.0.0.1:{port}", **env),
+        log_dir,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_http_ok(process, f"{url}/healthz")
+    except BaseException:
+        process.stop()
+        raise
+    return process, url
+
+
 @pytest.fixture(scope="session")
 def gunicorn_url(worker_redis_url, tmp_path_factory):
     """The API served by a real gunicorn, as `make run` and production serve it."""
-    port = free_port()
-    process = Process(
-        "gunicorn",
-        [str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", "backend:create_app()"],
-        service_env(worker_redis_url, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2"),
-        tmp_path_factory.mktemp("gunicorn"),
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_http_ok(process, f"{url}/healthz")
+    process, url = start_gunicorn(worker_redis_url, tmp_path_factory.mktemp("gunicorn"), GUNICORN_WORKERS="2")
     yield url
     process.stop()
 

@@ -6,9 +6,8 @@ import uuid
 import pytest
 import requests
 
-from devtools.redis_server import free_port
-from tests.conftest import db_url, make_app, start_worker, wait_for_state, wait_until_http_ok
-from tests.processes import VENV_BIN, Process, service_env, wait_until
+from tests.conftest import db_url, make_app, start_gunicorn, start_worker, wait_for_state
+from tests.processes import Process, wait_until
 
 # A database of its own: the task must run on the JSON-logging worker, not the session's.
 TRACING_DB = 3
@@ -94,16 +93,8 @@ def test_worker_json_log_names_the_task_of_the_received_line(json_worker):
 
 
 def test_gunicorn_json_logs_have_the_request_id_in_access_lines(worker_redis_url, tmp_path):
-    port = free_port()
-    process = Process(
-        "gunicorn-json",
-        [str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", "backend:create_app()"],
-        service_env(worker_redis_url, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="1", LOG_FORMAT="json"),
-        tmp_path,
-    )
+    process, url = start_gunicorn(worker_redis_url, tmp_path, "gunicorn-json", GUNICORN_WORKERS="1", LOG_FORMAT="json")
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_http_ok(process, f"{url}/healthz")
         response = requests.get(f"{url}/status/not-a-task", headers={"X-Request-ID": "gunicorn-trace-1"}, timeout=5)
         assert response.status_code == 404
         assert response.headers["X-Request-ID"] == "gunicorn-trace-1"

@@ -10,9 +10,8 @@ import re
 import pytest
 import requests
 
-from devtools.redis_server import free_port
-from tests.conftest import wait_until_http_ok
-from tests.processes import PROJECT_ROOT, VENV_BIN, Process, service_env
+from tests.conftest import start_gunicorn
+from tests.processes import PROJECT_ROOT
 
 expect = pytest.importorskip("playwright.sync_api").expect
 
@@ -130,19 +129,12 @@ def test_an_api_error_is_shown_to_the_user(page, gunicorn_url):
 @pytest.fixture(scope="module")
 def secured_url(worker_redis_url, tmp_path_factory):
     """A second gunicorn, with API_TOKENS set, on the database the worker consumes."""
-    port = free_port()
-    process = Process(
-        "gunicorn-tokens",
-        [str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", "backend:create_app()"],
-        service_env(worker_redis_url, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="1", API_TOKENS=TOKEN),
-        tmp_path_factory.mktemp("gunicorn-tokens"),
+    process, url = start_gunicorn(
+        worker_redis_url, tmp_path_factory.mktemp("gunicorn-tokens"), "gunicorn-tokens",
+        GUNICORN_WORKERS="1", API_TOKENS=TOKEN,
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_http_ok(process, f"{url}/healthz")
-        yield url
-    finally:
-        process.stop()
+    yield url
+    process.stop()
 
 
 def test_with_tokens_the_page_asks_for_one_and_then_streams_with_it(page, secured_url, worker):

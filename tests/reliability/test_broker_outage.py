@@ -30,8 +30,8 @@ import redis
 import requests
 
 from devtools.redis_server import RedisServer, free_port
-from tests.conftest import start_worker, wait_until_http_ok
-from tests.processes import VENV_BIN, Process, service_env, wait_until
+from tests.conftest import start_gunicorn, start_worker
+from tests.processes import Process, wait_until
 from tests.reliability import figures
 
 AREA = "broker outage"
@@ -80,24 +80,15 @@ class Service:
 def start_api(redis_url: str, log_dir, **env: str) -> tuple[Process, str]:
     """gunicorn as production runs it. More threads than the default, so hung-Redis
     requests measure Redis timeouts, never a wait for a free thread."""
-    port = free_port()
-    process = Process(
-        "gunicorn",
-        [str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", "backend:create_app()"],
-        service_env(
-            redis_url,
-            GUNICORN_BIND=f"127.0.0.1:{port}",
-            GUNICORN_WORKERS="2",
-            GUNICORN_THREADS=str(GUNICORN_THREADS),
-            # On, as in production (its counter is a submit's first Redis call); too high to answer 429.
-            SUBMIT_RATE_LIMIT="10000/second",
-            **env,
-        ),
+    return start_gunicorn(
+        redis_url,
         log_dir,
+        GUNICORN_WORKERS="2",
+        GUNICORN_THREADS=str(GUNICORN_THREADS),
+        # On, as in production (its counter is a submit's first Redis call); too high to answer 429.
+        SUBMIT_RATE_LIMIT="10000/second",
+        **env,
     )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_http_ok(process, f"{url}/healthz")
-    return process, url
 
 
 @pytest.fixture

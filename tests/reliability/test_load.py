@@ -35,9 +35,8 @@ import pytest
 import redis
 import requests
 
-from devtools.redis_server import free_port
-from tests.conftest import QUEUE, start_worker, wait_until_http_ok
-from tests.processes import VENV_BIN, Process, service_env, wait_until
+from tests.conftest import QUEUE, start_gunicorn, start_worker
+from tests.processes import Process, wait_until
 from tests.reliability import figures
 from tests.reliability.loadgen import LoadReport, LoadRun, expected_result
 from tests.support_tasks import EXECUTIONS
@@ -103,23 +102,15 @@ def stack_url(private_redis, tmp_path) -> Iterator[str]:
         for number in range(1, CELERY_WORKERS + 1):
             worker, _ = start_worker(private_redis.url, tmp_path, f"load{number}@localhost", concurrency=2, **settings)
             processes.append(worker)
-        port = free_port()
-        gunicorn = Process(
-            "gunicorn",
-            [str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", "backend:create_app()"],
-            service_env(
-                private_redis.url,
-                GUNICORN_BIND=f"127.0.0.1:{port}",
-                GUNICORN_WORKERS=str(GUNICORN_WORKERS),
-                # The per-client submit limit would turn this one client's load into 429s.
-                SUBMIT_RATE_LIMIT="off",
-                **settings,
-            ),
+        gunicorn, url = start_gunicorn(
+            private_redis.url,
             tmp_path,
+            GUNICORN_WORKERS=str(GUNICORN_WORKERS),
+            # The per-client submit limit would turn this one client's load into 429s.
+            SUBMIT_RATE_LIMIT="off",
+            **settings,
         )
         processes.append(gunicorn)
-        url = f"http://127.0.0.1:{port}"
-        wait_until_http_ok(gunicorn, f"{url}/healthz")
         yield url
     finally:
         for process in reversed(processes):
