@@ -372,9 +372,10 @@ def print_banner(env: dict[str, str], api_url: str, log: PrefixedLog) -> None:
     flower_url = env.get("FLOWER_URL") or f"http://127.0.0.1:{env.get('FLOWER_PORT') or 5555}"
     for line in [
         "-" * 64,
-        f"API     {api_url}",
-        f"docs    {api_url}/docs",
-        f"Flower  {flower_url}",
+        f"API        {api_url}",
+        f"dashboard  {api_url}/",
+        f"docs       {api_url}/docs",
+        f"Flower     {flower_url}",
         "",
         "Submit a long task, then follow it with the id from the Location header:",
         f"  curl -i {api_url}/longtask",
