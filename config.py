@@ -34,7 +34,6 @@ BROKER_VISIBILITY_TIMEOUT = 60
 # Seconds between each worker's sweeps for such messages (kombu's default
 # sweep runs every 10 s but scans on every 10th call only, i.e. ~100 s).
 UNACKED_RESTORE_INTERVAL = 5
-REDIS_TRANSPORT = "backend.transport:Transport"
 # Celery's "<class>+<url>" form: the Redis result backend, minus a subscription per
 # submit, plus the task record's expiry with every state stored (backend/results.py).
 RESULTS_BACKEND_CLASS = "backend.results:JobsResultBackend"
@@ -178,10 +177,6 @@ class BaseConfig:
         }
         return {
             "broker_url": self.BROKER_URL,
-            # kombu's Redis transport minus a new redis-py client per publish and ack
-            # (backend/transport.py): the worker ran 0.88-0.90x of Celery's defaults with
-            # kombu's own, 1.03-1.10x with it. Other brokers (sentinel://) keep their own.
-            **({"broker_transport": REDIS_TRANSPORT} if self.BROKER_URL.startswith(("redis://", "rediss://")) else {}),
             # See RESULTS_BACKEND_CLASS and backend/results.py.
             "result_backend": f"{RESULTS_BACKEND_CLASS}+{self.RESULT_BACKEND}",
             # JSON only: a pickle payload in the queue would be code execution.
