@@ -199,9 +199,10 @@ class BaseConfig:
             # result channel for long-polls and event streams. Measured (make bench, no-op
             # tasks): on, it cost the worker 0.5 ms CPU per task (2.64-2.74 vs 2.0-2.25).
             "task_track_started": False,
-            # Task events feed Flower's live view, and Flower switches them on in every
-            # worker while it runs (its enable_events option, every 5 s): off when nobody
-            # watches. On, the worker ran 0.83-0.86x of Celery's defaults instead of 1.03-1.10x.
+            # Task events feed Flower's live view. Off until a Flower connects: it switches
+            # them on in every worker it sees (its enable_events option, every 5 s), and they
+            # stay on until that worker restarts, so make run and compose, which run Flower,
+            # send them. On, the worker ran 0.83-0.86x of Celery's defaults instead of 1.03-1.10x.
             "worker_send_task_events": False,
             # The sent-event costs the API a PUBLISH and 0.45 ms CPU per submit (HTTP submits
             # 675-775/s with it, 990-1,030/s without); without it Flower lists a task once a

@@ -13,7 +13,7 @@ workers = int(os.environ.get("GUNICORN_WORKERS", min(4, multiprocessing.cpu_coun
 # would have to monkey-patch Celery, kombu and redis-py before they load.
 worker_class = "gthread"
 # Each open stream (GET /status/<id>/events) or long-poll holds one thread for its life,
-# so workers x threads bounds them (a dashboard tab holds up to 4). 16 rather than 4:
+# so workers x threads bounds them (a dashboard tab holds up to 3). 16 rather than 4:
 # two dashboards no longer fill a worker; more threads cost CPU only under saturation
 # (status 1.11 ms CPU per request with 32 threads and 16 busy connections).
 threads = int(os.environ.get("GUNICORN_THREADS", "16"))

@@ -13,9 +13,9 @@
   // Browsers allow about 6 HTTP/1.1 connections per origin, shared by every tab of
   // the origin, and a stream (or a long-poll) holds one for as long as it runs. So
   // only the LIVE_SLOTS newest unfinished tasks are followed live; older unfinished
-  // tasks are refreshed by one polling loop, one short request at a time. That keeps
-  // connections free for submits, cancels and a second tab of the dashboard.
-  const LIVE_SLOTS = 3;
+  // tasks are refreshed by one polling loop, one short request at a time. Two tabs
+  // then hold 4 streams and still leave 2 connections for submits and cancels.
+  const LIVE_SLOTS = 2;
   const POLL_INTERVAL_MS = 3000;
   const LONG_POLL_SECONDS = 25;
   // Streams failing this many times in a row without one event (a proxy that blocks

@@ -90,13 +90,13 @@ def test_the_list_survives_a_reload_and_follows_unfinished_tasks_again(page, gun
     expect(row.locator(".bar")).to_have_attribute("aria-valuenow", "100")
 
 
-def test_only_the_three_newest_unfinished_tasks_hold_a_stream_the_rest_are_polled(page, gunicorn_url, worker):
+def test_only_the_two_newest_unfinished_tasks_hold_a_stream_the_rest_are_polled(page, gunicorn_url, worker):
     urls = []
     page.on("request", lambda request: urls.append(request.url))
     page.goto(f"{gunicorn_url}/")
     oldest_first = [submit_from_page(page, 20, 0.5) for _ in range(5)]
     try:
-        expect(page.locator("#mode")).to_have_text("3 followed live, 2 polled")
+        expect(page.locator("#mode")).to_have_text("2 followed live, 3 polled")
         expect(state_of(oldest_first[-1])).to_have_text("QUEUED")  # the worker runs two at a time
         expect(state_of(oldest_first[0])).to_have_text("PROGRESS")  # polled, yet it moves
     finally:
