@@ -194,10 +194,9 @@ class BaseConfig:
             # or per request under gevent, whose greenlets count as threads. Safe: nothing
             # in the API waits on a result with AsyncResult.get(), the one unshared part.
             "result_backend_thread_safe": True,
-            # No STARTED write to the result backend: the task record already holds the
-            # start (status says STARTED from it), and the start script announces it on the
-            # result channel for long-polls and event streams. Measured (make bench, no-op
-            # tasks): on, it cost the worker 0.5 ms CPU per task (2.64-2.74 vs 2.0-2.25).
+            # Off: the start script that marks the task record started (backend/records.py)
+            # stores and publishes Celery's STARTED state in the same round trip. Celery's own
+            # write cost the worker 0.5 ms CPU per no-op task (2.64-2.74 vs 2.0-2.25, make bench).
             "task_track_started": False,
             # Task events feed Flower's live view. Off until a Flower connects: it switches
             # them on in every worker it sees (its enable_events option, every 5 s), and they

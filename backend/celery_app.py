@@ -60,7 +60,7 @@ class JobTask(Task):
         or if every earlier delivery died with its worker (a task that kills it)."""
         request = self.request
         deliveries = self.records.start_unless_cancelled(
-            request.id, self.name, request.retries or 0, announce=self._started_announcement()
+            request.id, self.name, request.retries or 0, started=self._started_state()
         )
         if not deliveries:
             self.end_revoked("cancelled before it started")
@@ -71,9 +71,9 @@ class JobTask(Task):
                 "(worker killed, out of memory, or cut off from Redis), so it is not run again"
             )
 
-    def _started_announcement(self) -> tuple[bytes, str]:
-        """Celery's STARTED message (task_track_started is off: the record holds the
-        start), published by the start script on the channel result waiters watch."""
+    def _started_state(self) -> tuple[bytes, str]:
+        """The result key and Celery's STARTED meta, which the start script stores and
+        publishes in its own round trip (so task_track_started, a write of its own, is off)."""
         request = self.request
         meta = {
             "status": STARTED,

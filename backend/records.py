@@ -20,9 +20,10 @@ KEY_PREFIX = "job:"
 
 # Atomic with the API's cancel: a task either starts or is cancelled first,
 # never both. A record missing (e.g. a task sent by other code) is created so
-# its status can be looked up while it runs. The start is announced on the
-# task's result channel (ARGV[5], message ARGV[6]), which long-polls and event
-# streams wait on, as Celery's own STARTED state would. Returns 0 if cancelled, else how
+# its status can be looked up while it runs. With a result key (KEYS[2]), Celery's
+# STARTED state (ARGV[5]) is stored there and published, as task_track_started
+# would, in this same round trip; a retry or redelivery then no longer shows the
+# earlier attempt's RETRY or progress while it runs. Returns 0 if cancelled, else how
 # many times this attempt (ARGV[4], Celery's retry count) has been delivered:
 # above 1, earlier deliveries died with their worker before they could finish.
 _START_UNLESS_CANCELLED = """
@@ -40,8 +41,9 @@ else
   redis.call('HSET', KEYS[1], 'attempt', ARGV[4], 'deliveries', 1)
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-if ARGV[5] ~= '' then
-  redis.call('PUBLISH', ARGV[5], ARGV[6])
+if #KEYS > 1 then
+  redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[2])
+  redis.call('PUBLISH', KEYS[2], ARGV[5])
 end
 return deliveries
 """
@@ -136,13 +138,16 @@ class TaskRecords:
             raise
 
     def start_unless_cancelled(
-        self, task_id: str, name: str, attempt: int = 0, announce: tuple[bytes | str, str] = ("", "")
+        self, task_id: str, name: str, attempt: int = 0, started: tuple[bytes | str, str] | None = None
     ) -> int:
-        """Mark the task started and publish `announce` (channel, message): 0 if it was
-        cancelled before it started, else the number of times this attempt has now
-        been delivered (1 normally)."""
-        channel, message = announce
-        return int(self._start(keys=[self.key(task_id)], args=[utcnow_iso(), self.ttl, name, attempt, channel, message]))
+        """Mark the task started and store `started` (result key, STARTED meta as JSON):
+        0 if it was cancelled before it started, else the number of times this attempt
+        has now been delivered (1 normally)."""
+        keys, meta = [self.key(task_id)], ""
+        if started is not None:
+            result_key, meta = started
+            keys.append(result_key)
+        return int(self._start(keys=keys, args=[utcnow_iso(), self.ttl, name, attempt, meta]))
 
     def uncount_delivery(self, task_id: str, attempt: int = 0) -> None:
         """The worker handed this delivery back on purpose: do not count it as a death."""

@@ -1,5 +1,8 @@
 """Tasks run by a real Celery worker, observed through the API."""
 
+import json
+import uuid
+
 import redis
 
 from backend.tasks import long_task
@@ -102,3 +105,25 @@ def test_storing_a_state_renews_the_task_record_with_the_result(client, worker, 
     result_ttl = redis_client.ttl(f"celery-task-meta-{task_id}")
     assert result_ttl > 1000
     assert redis_client.ttl(f"job:{task_id}") >= result_ttl - 5
+
+
+def test_a_later_attempt_stores_started_over_the_earlier_attempts_state(app, worker_redis_url):
+    # A retry, or a redelivery after a lost worker, must not show the earlier attempt's
+    # RETRY or last progress while it runs: the start script stores STARTED and publishes it.
+    redis_client = redis.Redis.from_url(worker_redis_url, socket_timeout=2)
+    records = app.extensions["task_records"]
+    task_id = f"later-attempt-{uuid.uuid4().hex}"
+    result_key = f"celery-task-meta-{task_id}"
+    redis_client.set(result_key, json.dumps({"status": "RETRY", "result": {"exc_type": "RuntimeError"}, "task_id": task_id}))
+    started = json.dumps({"status": "STARTED", "result": {"pid": 1, "hostname": "w@h"}, "task_id": task_id})
+    subscriber = redis_client.pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe(result_key)
+    subscriber.get_message(timeout=1)  # the subscribe confirmation
+
+    assert records.start_unless_cancelled(task_id, "add", attempt=1, started=(result_key, started)) == 1
+
+    assert json.loads(redis_client.get(result_key))["status"] == "STARTED"
+    assert 0 < redis_client.ttl(result_key) <= records.ttl
+    assert json.loads(subscriber.get_message(timeout=2)["data"])["status"] == "STARTED"
+    assert app.test_client().get(f"/status/{task_id}").get_json()["state"] == "STARTED"
+    subscriber.close()
