@@ -122,10 +122,15 @@ class TaskRecords:
 
         Kept for the thread's next wait: a new connection per long-poll (connect,
         handshake, close) cost 0.6 ms of a 6 ms end-to-end no-op (make bench). A message
-        of an earlier wait that arrives late only wakes the next waiter once, which then
-        reads the status and waits on. Closed on any error, so no broken state is kept.
+        of an earlier wait that arrives late only wakes the next waiter, which reads the
+        status and waits on. Closed on any error, so no broken state is kept.
         """
         pubsub = getattr(self._waiters, "pubsub", None)
+        if pubsub is not None and set(pubsub.channels) - set(pubsub.pending_unsubscribe_channels):
+            # Still subscribed to an earlier channel: redis-py re-subscribes every known
+            # channel when it reconnects, pending unsubscribes included. Start afresh.
+            pubsub.close()
+            pubsub = None
         if pubsub is None:
             pubsub = self._waiters.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:
