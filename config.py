@@ -19,6 +19,8 @@ from limits import parse_many
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# gunicorn's threads per worker process (gunicorn.conf.py, GUNICORN_THREADS).
+DEFAULT_GUNICORN_THREADS = 16
 # A recognisable placeholder: development works out of the box, production refuses it.
 DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me"
 
@@ -131,6 +133,12 @@ class BaseConfig:
         # Longest long-poll (GET /status/<id>?wait=): each waiting request holds a
         # gunicorn thread, so this bounds how long a client can keep one.
         self.STATUS_MAX_WAIT = _float(environ, "STATUS_MAX_WAIT", 30.0)
+        # Long-polls and event streams one API process lets wait at once (backend/waiting.py);
+        # the next gets a 503. By default gunicorn's threads minus 4 kept for short requests.
+        threads = _int(environ, "GUNICORN_THREADS", DEFAULT_GUNICORN_THREADS)
+        self.MAX_WAITING_REQUESTS = _int(environ, "MAX_WAITING_REQUESTS", max(1, threads - 4))
+        if self.MAX_WAITING_REQUESTS < 1:
+            raise ConfigError("MAX_WAITING_REQUESTS must be at least 1")
         # Longest life of one event stream (GET /status/<id>/events): each open stream
         # holds a gunicorn thread (or greenlet) and a Redis connection; clients reconnect.
         self.EVENTS_MAX_SECONDS = _float(environ, "EVENTS_MAX_SECONDS", 300.0)

@@ -4,6 +4,8 @@ from the working directory): gunicorn --config gunicorn.conf.py 'backend:create_
 import multiprocessing
 import os
 
+from config import DEFAULT_GUNICORN_THREADS
+
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:5000")
 workers = int(os.environ.get("GUNICORN_WORKERS", min(4, multiprocessing.cpu_count())))
 # gthread: a pool of threads per worker process. Requests are short Redis round trips,
@@ -16,7 +18,7 @@ worker_class = "gthread"
 # so workers x threads bounds them (a dashboard tab holds up to 3). 16 rather than 4:
 # two dashboards no longer fill a worker; more threads cost CPU only under saturation
 # (status 1.11 ms CPU per request with 32 threads and 16 busy connections).
-threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+threads = int(os.environ.get("GUNICORN_THREADS") or DEFAULT_GUNICORN_THREADS)
 # No request should take long: Redis calls time out in seconds. A stuck worker is killed.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"))

@@ -30,6 +30,7 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     from backend.rate_limits import submit_limit
     from backend.records import TaskRecords
     from backend.views import create_blueprint
+    from backend.waiting import WaitingSlots
     from config import load_config
 
     config = config or load_config()
@@ -51,6 +52,7 @@ def create_app(config: BaseConfig | None = None) -> Flask:
         socket_connect_timeout=config.REDIS_CONNECT_TIMEOUT,
     )
     records = app.extensions["task_records"] = TaskRecords(records_client, config.RESULT_EXPIRES)
+    app.extensions["waiting_slots"] = WaitingSlots(config.MAX_WAITING_REQUESTS)
     # Idempotency keys live and expire with the task records they point to.
     app.extensions["idempotency_keys"] = IdempotencyKeys(records)
     make_celery(app)

@@ -43,15 +43,19 @@ CLIENT_CHECK_SECONDS = 1.0
 def stream_response(task_id: str) -> Response:
     """The event stream of a task; 404 / 503 JSON (raised) before any streaming starts."""
     status = jobs.task_status(task_id)
-    pubsub = None
+    pubsub = slot = None
     if status.state not in FINAL_STATES:
-        pubsub = _subscribe(task_id)
+        # A stream holds a gunicorn thread until it ends: 503 when the process has none to spare.
+        slot = current_app.extensions["waiting_slots"].take()
         try:
+            pubsub = _subscribe(task_id)
             # Read again once subscribed: a change between the first read and
             # the subscription would otherwise be missed until the next one.
             status = jobs.task_status(task_id)
         except BaseException:
-            pubsub.close()
+            if pubsub is not None:
+                pubsub.close()
+            slot.release()
             raise
     config = current_app.config
     client = request.environ.get("gunicorn.socket")  # absent under other servers: no check
@@ -62,6 +66,8 @@ def stream_response(task_id: str) -> Response:
     if pubsub is not None:
         # A response closed before its first chunk never runs the generator's finally.
         response.call_on_close(pubsub.close)
+    if slot is not None:
+        response.call_on_close(slot.release)
     response.headers["Cache-Control"] = "no-cache"
     # nginx buffers proxied responses by default, which would hold events back.
     response.headers["X-Accel-Buffering"] = "no"

@@ -129,7 +129,10 @@ def wait_for_change(task_id: str, seconds: float) -> TaskStatus:
     if status.state in FINAL_STATES or seconds <= 0:
         return status
     deadline = time.monotonic() + seconds
-    with _records().subscribed(_celery().backend.get_key_for_task(task_id)) as pubsub:
+    # A long-poll holds a gunicorn thread while it waits: 503 when the process has none to spare.
+    with current_app.extensions["waiting_slots"].take(), _records().subscribed(
+        _celery().backend.get_key_for_task(task_id)
+    ) as pubsub:
         # Read again once subscribed: a change between the first read and the
         # subscription would otherwise be missed until the deadline.
         current = task_status(task_id)

@@ -18,6 +18,7 @@ import psutil
 import requests
 
 from bench.app import SETTINGS_VARIABLE
+from config import DEFAULT_GUNICORN_THREADS
 from devtools.processes import Process, wait_until
 from devtools.redis_server import RedisServer, free_port
 
@@ -161,7 +162,7 @@ class BenchStack:
         return int(raw) if raw else min(4, multiprocessing.cpu_count())
 
     def gunicorn_threads(self) -> int:
-        return int(self.env().get("GUNICORN_THREADS") or 16)  # gunicorn.conf.py's default
+        return int(self.env().get("GUNICORN_THREADS") or DEFAULT_GUNICORN_THREADS)
 
     def api_workers(self) -> list[psutil.Process]:
         assert self.api is not None

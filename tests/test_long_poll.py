@@ -3,10 +3,12 @@ or when the wait is over; a finished task is answered at once."""
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.conftest import make_app, wait_for_state
+from tests.processes import wait_until
 
 
 def submit_queued(idle_client) -> str:
@@ -71,3 +73,22 @@ def test_a_bad_wait_is_422(idle_client, wait):
 
 def test_an_unknown_task_is_404_at_once(idle_client):
     assert idle_client.get("/status/00000000-0000-4000-8000-000000000000?wait=20").status_code == 404
+
+
+def test_a_process_lets_only_so_many_requests_wait_and_answers_the_next_503(idle_redis_url):
+    # Each waiting request holds a gunicorn thread: past MAX_WAITING_REQUESTS they would
+    # leave none for submits or /healthz, so the next one is refused at once instead.
+    app = make_app(idle_redis_url, MAX_WAITING_REQUESTS="1")
+    client = app.test_client()
+    task_id = client.post("/add", json={"x": 1, "y": 2}).get_json()["task_id"]  # stays QUEUED: no worker
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(client.get, f"/status/{task_id}?wait=2")
+        wait_until(lambda: app.extensions["waiting_slots"].in_use == 1, timeout=5, what="the long-poll to wait")
+        refused = client.get(f"/status/{task_id}?wait=2")
+        stream = client.get(f"/status/{task_id}/events")
+        assert refused.status_code == stream.status_code == 503
+        assert refused.get_json()["error"]["code"] == "too_many_waiting_requests"
+        assert refused.headers["Retry-After"]
+        assert client.get(f"/status/{task_id}").status_code == 200  # no wait, no slot needed
+        assert waiting.result().status_code == 200
+    assert client.get(f"/status/{task_id}?wait=0.1").status_code == 200  # the slot is free again
