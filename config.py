@@ -135,8 +135,8 @@ class BaseConfig:
         self.STATUS_MAX_WAIT = _float(environ, "STATUS_MAX_WAIT", 30.0)
         # Long-polls and event streams one API process lets wait at once (backend/waiting.py);
         # the next gets a 503. By default gunicorn's threads minus 4 kept for short requests.
-        threads = _int(environ, "GUNICORN_THREADS", DEFAULT_GUNICORN_THREADS)
-        self.MAX_WAITING_REQUESTS = _int(environ, "MAX_WAITING_REQUESTS", max(1, threads - 4))
+        self.GUNICORN_THREADS = _int(environ, "GUNICORN_THREADS", DEFAULT_GUNICORN_THREADS)
+        self.MAX_WAITING_REQUESTS = _int(environ, "MAX_WAITING_REQUESTS", max(1, self.GUNICORN_THREADS - 4))
         if self.MAX_WAITING_REQUESTS < 1:
             raise ConfigError("MAX_WAITING_REQUESTS must be at least 1")
         # Longest life of one event stream (GET /status/<id>/events): each open stream
@@ -248,6 +248,9 @@ class BaseConfig:
             # Bounded connect and publish retries: a submit during an outage fails fast.
             "broker_connection_timeout": self.REDIS_CONNECT_TIMEOUT,
             "broker_pool_acquire_timeout": self.REDIS_SOCKET_TIMEOUT,
+            # A broker connection for every gunicorn thread (Celery's default is 10): with 16
+            # threads, concurrent submits beyond 10 would wait for one and time out as a 503.
+            "broker_pool_limit": max(10, self.GUNICORN_THREADS),
             # Publish once: every kombu retry reconnects, and on a hung Redis each reconnect
             # waits out the socket timeout (2 retries: 8 s, kombu#1024). The client gets a
             # 503 with Retry-After; redis-py already replaces stale pooled connections.
