@@ -4,7 +4,7 @@ from the working directory): gunicorn --config gunicorn.conf.py 'backend:create_
 import multiprocessing
 import os
 
-from config import DEFAULT_GUNICORN_THREADS
+from config import DEFAULT_GUNICORN_THREADS, read_environment
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:5000")
 workers = int(os.environ.get("GUNICORN_WORKERS", min(4, multiprocessing.cpu_count())))
@@ -33,7 +33,6 @@ control_socket_disable = True
 # --- Logs and metrics (backend/logs.py, backend/metrics.py) ---
 from backend import prometheus_dir  # noqa: E402
 from backend.logs import logging_config  # noqa: E402
-from config import read_environment  # noqa: E402
 
 # gunicorn's default access line, plus the request id the API answered with.
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %({x-request-id}o)s'

@@ -29,6 +29,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from devtools.processes import join_or_kill
+
 # Far above any healthy latency; a process that hears nothing this long reports it.
 STALL_TIMEOUT_S = 30.0
 EXAMPLES = 5
@@ -276,11 +278,7 @@ class LoadRun:
         return result
 
     def stop(self) -> None:
-        for child in self._children:
-            child.join(5)
-            if child.is_alive():
-                child.kill()
-                child.join(5)
+        join_or_kill(self._children, 5)
 
 
 def run_load(

@@ -16,6 +16,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from devtools.processes import join_or_kill
+
 
 def load_noop(kind: str, target: Mapping[str, str] | str):
     """The `noop` task of one side: `target` is the environment (ours) or the Redis URL (defaults)."""
@@ -117,11 +119,7 @@ class Publishers:
         return ids
 
     def stop(self) -> None:
-        for child in self._children:
-            child.join(10)
-            if child.is_alive():
-                child.kill()
-                child.join(5)
+        join_or_kill(self._children, 10)
 
 
 def fill_queue(kind: str, target, total: int, processes: int = 2) -> list[str]:

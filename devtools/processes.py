@@ -52,6 +52,15 @@ class Process:
         self._log.close()
 
 
+def join_or_kill(children, timeout: float) -> None:
+    """Wait up to `timeout` s for each multiprocessing child to end; kill the ones that do not."""
+    for child in children:
+        child.join(timeout)
+        if child.is_alive():
+            child.kill()
+            child.join(5)
+
+
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition"):
     """Poll until predicate() is truthy; returns its value or raises TimeoutError."""
     deadline = time.monotonic() + timeout
