@@ -35,6 +35,7 @@ import pytest
 import redis
 import requests
 
+from config import DEFAULT_GUNICORN_THREADS
 from tests.conftest import QUEUE, start_gunicorn, start_worker
 from tests.processes import Process, wait_until
 from tests.reliability import figures
@@ -47,7 +48,7 @@ CONCURRENCY = int(os.environ.get("LOAD_CONCURRENCY", "32"))
 # Two load processes on this 2-core machine: the client's GIL is not the bottleneck.
 LOAD_PROCESSES = 2
 GUNICORN_WORKERS = 2
-GUNICORN_THREADS = 4  # gunicorn.conf.py's default, which this stack keeps
+GUNICORN_THREADS = DEFAULT_GUNICORN_THREADS  # gunicorn.conf.py's default, which this stack keeps
 CELERY_WORKERS = 2
 # Short, so the test can wait for expiry; longer than tasks wait in the queue on a
 # 2-core machine (the API accepts faster than the workers run, so the queue grows to
@@ -62,11 +63,9 @@ META_BATCH = 1000
 # (backend/results.py; Celery's own subscribes per apply_async, celery#6963).
 CHANNEL_SLACK = 0
 # Connections a warmed-up stack may still open under load: one more per gunicorn thread.
-# Each thread has its own Celery result backend (thread-local since Celery 5) with a
-# connection for reads, and the records and broker pools grow to
-# the number of threads using them at once, so a gunicorn worker holds up to 5 per
-# thread; the warm-up opens most of them. A leak of one connection per 2,500
-# submissions would exceed this at 20,000.
+# The records and broker pools (broker_pool_limit follows the thread count) grow to the
+# number of threads using them at once, and the warm-up does not always reach that
+# many. A leak of one connection per 625 submissions would exceed this at 20,000.
 CLIENT_SLACK = GUNICORN_WORKERS * GUNICORN_THREADS
 # used_memory after expiry may exceed the baseline by this much. A leak of one small
 # field (~50 bytes) per task is 1 MB at 20,000 tasks, above it; what may legitimately
