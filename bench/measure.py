@@ -21,7 +21,7 @@ import redis
 
 from bench.loadgen import LoadResult, LoadRun, Request, percentile
 from bench.publishers import Publishers, fill_queue
-from bench.stack import API_DB, DEFAULTS_DB, HOLD_QUEUE, BenchError, BenchStack, cpu_seconds, rss_mb
+from bench.stack import API_DB, DEFAULTS_DB, HOLD_QUEUE, BenchError, BenchStack, Service, cpu_seconds, rss_mb
 from devtools.processes import wait_until
 
 QUEUE = "celery"
@@ -219,13 +219,17 @@ def apply_async_rate(stack: BenchStack, processes: int, settings: Settings) -> d
             "cpu_ms_per_op": per_op_ms(cpu, result.published), "machine_load": load_of(cpu)}
 
 
-def http_rate(stack: BenchStack, requests: list[Request], expected_status: int, settings: Settings) -> dict:
-    """A keep-alive load of `requests` against the API; the rate of `expected_status` answers."""
-    run = LoadRun(stack.api_url, requests, settings.http_processes, settings.http_connections)
+def http_rate(
+    stack: BenchStack, requests: list[Request], expected_status: int, settings: Settings, api: Service | None = None,
+) -> dict:
+    """A keep-alive load of `requests` against the API (or another gunicorn of the stack, `api`);
+    the rate of `expected_status` answers."""
+    api = api or stack.api
+    run = LoadRun(api.url, requests, settings.http_processes, settings.http_connections)
     probe_before = cpu_speed_ms()
     start, end = run.go(settings.warmup, settings.seconds)
     cpu = window_cpu(start, end, {
-        "api": stack.api.processes(),
+        "api": api.processes(),
         "redis": processes_of([stack.redis.pid]),
         "client": processes_of(run.pids),
     })
@@ -246,8 +250,9 @@ def http_rate(stack: BenchStack, requests: list[Request], expected_status: int, 
     }
 
 
-def http_submit_rate(stack: BenchStack, settings: Settings) -> dict:
-    return http_rate(stack, [NOOP_SUBMIT], 202, settings)
+def http_submit_rate(stack: BenchStack, settings: Settings, api: Service | None = None) -> dict:
+    """POST /tasks/noop through the API, or through bench/floor_app.py's bare WSGI callable."""
+    return http_rate(stack, [NOOP_SUBMIT], 202, settings, api)
 
 
 def status_rate(stack: BenchStack, task_ids: list[str], settings: Settings) -> dict:

@@ -56,7 +56,7 @@ def _ratio(numerator: float, denominator: float) -> float:
 def document(results: dict, *, quick: bool) -> dict:
     """The JSON of bench/results/latest.json: headline figures first, then the detail."""
     n = results["apply_async_n"]["processes"]
-    http = results["http_submit"]["per_s"]
+    http, floor = results["http_submit"]["per_s"], results["http_floor"]["per_s"]
     e2e_http, e2e_raw = results["e2e_http"], results["e2e_raw"]
     ours, defaults = results["worker_ours"]["per_s"], results["worker_defaults"]["per_s"]
     status = results["status"]["per_s"]
@@ -64,6 +64,10 @@ def document(results: dict, *, quick: bool) -> dict:
     ratios = {
         "http_submit_over_apply_async_same_processes": _ratio(http, results["apply_async_n"]["per_s"]),
         "http_submit_over_apply_async_1_process": _ratio(http, results["apply_async_1"]["per_s"]),
+        # The ceiling of the ratio above: gunicorn and HTTP with nothing but apply_async behind them.
+        "http_floor_over_apply_async_same_processes": _ratio(floor, results["apply_async_n"]["per_s"]),
+        # What the Flask layer (routing, validation, hooks, metrics) keeps of that ceiling.
+        "http_submit_over_http_floor": _ratio(http, floor),
         "e2e_p50_http_over_raw": _ratio(e2e_http["p50"], e2e_raw["p50"]),
         "e2e_p99_http_over_raw": _ratio(e2e_http["p99"], e2e_raw["p99"]),
         "worker_ours_over_celery_defaults": _ratio(ours, defaults),
@@ -91,6 +95,9 @@ def document(results: dict, *, quick: bool) -> dict:
         "apply_async_parallel_processes": n,
         "http_submit_per_s": http,
         "http_submit_latency_ms": results["http_submit"]["latency_ms"],
+        "http_floor_submit_per_s": floor,
+        "http_floor_note": "POST through gunicorn (same gunicorn.conf.py) to a bare WSGI callable that only calls "
+                           "the product's noop.apply_async() (bench/floor_app.py): no WSGI app can do more here",
         "e2e_http_ms": _percentiles(e2e_http),
         "e2e_raw_ms": _percentiles(e2e_raw),
         "worker_tasks_per_s": {"ours": ours, "celery_defaults": defaults},
@@ -111,6 +118,7 @@ def document(results: dict, *, quick: bool) -> dict:
             "apply_async_1_process": results["apply_async_1"]["cpu_ms_per_op"],
             f"apply_async_{n}_processes": results["apply_async_n"]["cpu_ms_per_op"],
             "http_submit": results["http_submit"]["cpu_ms_per_op"],
+            "http_floor": results["http_floor"]["cpu_ms_per_op"],
             "status": results["status"]["cpu_ms_per_op"],
             "worker_ours": results["worker_ours"]["cpu_ms_per_task"],
             "worker_celery_defaults": results["worker_defaults"]["cpu_ms_per_task"],
@@ -120,6 +128,7 @@ def document(results: dict, *, quick: bool) -> dict:
             "apply_async_1_process": results["apply_async_1"]["machine_load"]["other_cores"],
             f"apply_async_{n}_processes": results["apply_async_n"]["machine_load"]["other_cores"],
             "http_submit": results["http_submit"]["machine_load"]["other_cores"],
+            "http_floor": results["http_floor"]["machine_load"]["other_cores"],
             "worker_ours": results["worker_ours"]["machine_load"]["other_cores"],
             "worker_celery_defaults": results["worker_defaults"]["machine_load"]["other_cores"],
             "e2e": e2e_http["machine_load"]["other_cores"],
@@ -131,6 +140,7 @@ def document(results: dict, *, quick: bool) -> dict:
             key: results[source]["machine_load"]["probe_ms"]
             for key, source in (("redis_lpush", "redis_lpush"), ("apply_async_1_process", "apply_async_1"),
                                 (f"apply_async_{n}_processes", "apply_async_n"), ("http_submit", "http_submit"),
+                                ("http_floor", "http_floor"),
                                 ("worker_ours", "worker_ours"), ("worker_celery_defaults", "worker_defaults"),
                                 ("status", "status"))
         } | {"e2e": e2e_http["machine_load"]["probe_ms"],
@@ -138,12 +148,13 @@ def document(results: dict, *, quick: bool) -> dict:
                      "a jump means the machine slowed down under the measurement (a neighbour on the host)"},
         "runs_per_s": {
             kind: [round(rate, 1) for rate in results[kind]["runs_per_s"]]
-            for kind in ("apply_async_1", "apply_async_n", "http_submit", "status")
+            for kind in ("apply_async_1", "apply_async_n", "http_submit", "http_floor", "status")
         },
         "worker_detail": {"ours": results["worker_ours"], "celery_defaults": results["worker_defaults"]},
         "steal_cores": {
             key: results[source]["machine_load"]["steal_cores"]
-            for key, source in (("http_submit", "http_submit"), ("apply_async_parallel", "apply_async_n"),
+            for key, source in (("http_submit", "http_submit"), ("http_floor", "http_floor"),
+                                ("apply_async_parallel", "apply_async_n"),
                                 ("worker_ours", "worker_ours"), ("worker_celery_defaults", "worker_defaults"),
                                 ("status", "status"))
         },
@@ -204,6 +215,9 @@ def table(doc: dict) -> list[str]:
         (f"HTTP submit, gunicorn {setup['gunicorn_workers']}×{setup['gunicorn_threads']} threads",
          f"{_number(doc['http_submit_per_s'])} req/s", _ms(doc["http_submit_latency_ms"]), busy("http_submit")),
         ("", "", _cpu(cpu["http_submit"]), ""),
+        ("HTTP submit floor: gunicorn + apply_async only", f"{_number(doc['http_floor_submit_per_s'])} req/s",
+         "same gunicorn.conf.py, a bare WSGI callable, no Flask (bench/floor_app.py)", busy("http_floor")),
+        ("", "", _cpu(cpu["http_floor"]), ""),
         ("e2e noop over HTTP (submit → finished)", f"p50 {_number(doc['e2e_http_ms']['p50'], 2)} ms",
          f"{_ms(doc['e2e_http_ms'])}, {_number(doc['e2e_http_ms'].get('status_requests_per_task'), 1)} status req/task",
          busy("e2e")),
@@ -231,6 +245,14 @@ def table(doc: dict) -> list[str]:
         [(t["name"], _number(t["measured"], 2), f"{t['op']} {t['target']:g}", "ok" if t["met"] else "MISSED")
          for t in doc["targets"]],
     )
+    ratios = doc["ratios"]
+    lines += [
+        "",
+        f"HTTP submit ratio, split: gunicorn + HTTP alone reach "
+        f"{_number(ratios['http_floor_over_apply_async_same_processes'], 2)} × raw apply_async ({n} processes), "
+        f"the ceiling of any WSGI app on this machine; the API reaches "
+        f"{_number(ratios['http_submit_over_http_floor'], 2)} × that floor",
+    ]
     m = doc["machine"]
     lines += [
         "",
@@ -295,6 +317,7 @@ def draw(doc: dict, results: dict, path: Path) -> Path:
         ("Redis LPUSH, 1 connection", doc["redis_lpush_per_s"], "tab:gray"),
         ("apply_async, 1 process", doc["apply_async_per_s"], "tab:blue"),
         (f"apply_async, {n} processes", doc["apply_async_parallel_per_s"], "tab:blue"),
+        ("HTTP submit floor (no Flask)", doc["http_floor_submit_per_s"], "tab:purple"),
         ("HTTP submit", doc["http_submit_per_s"], "tab:orange"),
         ("GET /status/<id>", doc["status_req_per_s"], "tab:orange"),
         ("worker, ours", doc["worker_tasks_per_s"]["ours"], "tab:green"),

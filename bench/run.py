@@ -9,7 +9,8 @@ Phases, on one private stack (bench/stack.py), in this order:
   1. Redis: an LPUSH loop on one connection (ops/s, round trip).
   2. Submits, no worker running, each repeated and the median kept: raw apply_async from
      1 process and from as many processes as gunicorn has workers, then POST /tasks/noop
-     through gunicorn from the load generator (a separate process, bench/loadgen.py).
+     through gunicorn from the load generator (a separate process, bench/loadgen.py): to
+     the API, and to a second gunicorn serving only apply_async (bench/floor_app.py).
   3. Worker throughput draining queued noops: our worker (./celery_worker.sh), then a
      worker with Celery's defaults (bench/defaults_app.py), same concurrency.
   4. End-to-end latency of a noop over HTTP (submit, then GET /status until it ended)
@@ -164,10 +165,13 @@ def run(args: argparse.Namespace) -> dict:
 
         clear_api_db = measure.clear_db(stack, API_DB)
         clear_api_db()
+        log("starting the floor: gunicorn serving only apply_async (bench/floor_app.py)")
+        floor = stack.start_api("api-floor", "bench.floor_app:create_app()")
         kinds = {
             "apply_async_1": lambda: measure.apply_async_rate(stack, 1, settings),
             "apply_async_n": lambda: measure.apply_async_rate(stack, api_workers, settings),
             "http_submit": lambda: measure.http_submit_rate(stack, settings),
+            "http_floor": lambda: measure.http_submit_rate(stack, settings, floor),
         }
         runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
         for round_number in range(settings.repeat):
@@ -179,6 +183,7 @@ def run(args: argparse.Namespace) -> dict:
                 clear_api_db()
         for kind in kinds:
             results[kind] = median_of(runs[kind])
+        stack.stop_service(floor)
 
         from bench.defaults_app import make_app as make_defaults_app
         from bench.publishers import load_noop

@@ -42,6 +42,8 @@ class BenchError(RuntimeError):
 class Service(Process):
     """A child process of the stack (devtools/processes.py), with what the bench asks of it."""
 
+    url = ""  # where an HTTP service (gunicorn) listens
+
     def check_alive(self) -> None:
         if not self.alive():
             raise BenchError(f"{self.name} exited with code {self.popen.returncode}:\n{self.log_tail()}")
@@ -119,26 +121,36 @@ class BenchStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.redis = RedisServer(free_port(), self.workdir / "redis", appendonly=True)
         self.redis.start()
+        self.api = self.start_api("api", "bench.app:create_app()")
+        self.api_url = self.api.url
+
+    def start_api(self, name: str, app: str) -> Service:
+        """gunicorn with the project's gunicorn.conf.py serving `app` on a free port, once
+        every worker has booted and it answers GET /healthz."""
         port = free_port()
-        self.api = self._service(
-            "api",
-            [str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", "bench.app:create_app()"],
+        api = self._service(
+            name,
+            [str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", app],
             self.env(GUNICORN_BIND=f"127.0.0.1:{port}"),
         )
-        self.api_url = f"http://127.0.0.1:{port}"
-        api = self.api
+        api.url = f"http://127.0.0.1:{port}"
 
         def answers() -> bool:
             api.check_alive()
             try:
-                return requests.get(f"{self.api_url}/healthz", timeout=1).status_code == 200
+                return requests.get(f"{api.url}/healthz", timeout=1).status_code == 200
             except requests.RequestException:
                 return False
 
-        wait_until(answers, START_TIMEOUT_S, what="the API to answer /healthz")
+        wait_until(answers, START_TIMEOUT_S, what=f"{name} to answer /healthz")
         # gunicorn answers as soon as its first worker boots; wait for all of them.
-        wait_until(lambda: len(self.api_workers()) >= self.gunicorn_workers_configured(),
-                   START_TIMEOUT_S, what="every gunicorn worker to boot")
+        wait_until(lambda: len(api.processes()) - 1 >= self.gunicorn_workers_configured(),
+                   START_TIMEOUT_S, what=f"every gunicorn worker of {name} to boot")
+        return api
+
+    def stop_service(self, service: Service) -> None:
+        service.stop()
+        self.services.remove(service)
 
     def redis_version(self) -> str:
         import redis

@@ -45,10 +45,19 @@ def figures(quick_run):
 
 
 def test_quick_bench_reports_every_rate(figures):
-    for key in ("redis_lpush_per_s", "apply_async_per_s", "http_submit_per_s", "status_req_per_s"):
+    for key in ("redis_lpush_per_s", "apply_async_per_s", "http_submit_per_s", "http_floor_submit_per_s",
+                "status_req_per_s"):
         assert figures[key] > 0, key
     assert figures["worker_tasks_per_s"]["ours"] > 0
     assert figures["worker_tasks_per_s"]["celery_defaults"] > 0
+
+
+def test_quick_bench_splits_the_http_submit_ratio_at_the_floor(figures):
+    # HTTP submit ÷ raw = (floor ÷ raw) × (HTTP submit ÷ floor): gunicorn's share, then Flask's.
+    ratios = figures["ratios"]
+    assert ratios["http_floor_over_apply_async_same_processes"] * ratios["http_submit_over_http_floor"] == (
+        pytest.approx(ratios["http_submit_over_apply_async_same_processes"])
+    )
 
 
 def test_quick_bench_reports_latency_percentiles_in_order(figures):
