@@ -18,6 +18,13 @@ args=(
   --loglevel "${CELERY_LOGLEVEL:-info}"
   --queues "${CELERY_QUEUES:-celery}"
   --hostname "${CELERY_HOSTNAME:-worker@%h}"
+  # Mingle asks the other workers for their revoked ids at startup and waits 1 s for
+  # replies (first ping 2.0 s -> 1.0 s after start without it, another worker up); a cancel
+  # here is the task record's flag, not a revoke, so there is nothing to learn. Gossip
+  # follows every other worker's events: nothing uses it, and once a Flower turns events
+  # on, N workers would each process the heartbeats of all the others.
+  --without-mingle
+  --without-gossip
 )
 if [[ -n "${CELERY_CONCURRENCY:-}" ]]; then
   args+=(--concurrency "$CELERY_CONCURRENCY")

@@ -184,10 +184,10 @@ class BenchStack:
         """Our worker (./celery_worker.sh) or Celery's defaults, consuming only HOLD_QUEUE,
         returned once it answers a ping; the caller then points it at the real queue."""
         hostname = f"bench-{kind}@localhost"
-        # Both the same: concurrency, log level (celery_worker.sh's default), no mingle or gossip.
-        common = ["--without-mingle", "--without-gossip"]
+        # Both the same concurrency and log level (celery_worker.sh's default). Ours runs
+        # without mingle and gossip (celery_worker.sh); Celery's defaults keep both.
         if kind == "ours":
-            argv = ["./celery_worker.sh", "--include", "bench.tasks", *common]
+            argv = ["./celery_worker.sh", "--include", "bench.tasks"]
             # The no-op is a short task: measured on the short-task worker the README describes
             # (prefetch 4, late acks and leases as always), Celery's default prefetch too.
             env = self.env(API_DB, CELERY_HOSTNAME=hostname, CELERY_QUEUES=HOLD_QUEUE,
@@ -198,12 +198,12 @@ class BenchStack:
                 argv = [str(VENV_BIN / "celery"), "--app", "bench.worker", "worker", "--loglevel", "info",
                         "--queues", HOLD_QUEUE, "--hostname", hostname,
                         "--concurrency", str(self.worker_concurrency),
-                        "--prefetch-multiplier", str(SHORT_TASK_PREFETCH), *common]
+                        "--prefetch-multiplier", str(SHORT_TASK_PREFETCH), "--without-mingle", "--without-gossip"]
                 env["REMAP_SIGTERM"] = "SIGQUIT"
         elif kind == "defaults":
             argv = [str(VENV_BIN / "celery"), "--app", "bench.defaults_app", "worker", "--loglevel", "info",
                     "--queues", HOLD_QUEUE, "--hostname", hostname,
-                    "--concurrency", str(self.worker_concurrency), *common]
+                    "--concurrency", str(self.worker_concurrency)]
             env = self.env(DEFAULTS_DB)
         else:
             raise ValueError(kind)

@@ -82,7 +82,7 @@ def start_worker(
     hostname = name or f"pytest-{uuid.uuid4().hex[:8]}@localhost"
     process = Process(
         hostname.split("@")[0],
-        ["./celery_worker.sh", "--include", "tests.support_tasks", "--without-mingle", "--without-gossip"],
+        ["./celery_worker.sh", "--include", "tests.support_tasks"],
         service_env(
             redis_url,
             CELERY_HOSTNAME=hostname,
