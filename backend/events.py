@@ -23,10 +23,10 @@ from typing import Any
 
 import redis
 from flask import Response, current_app, request, stream_with_context
-from redis.client import PubSub
 
 from backend import jobs
 from backend.errors import APIError
+from backend.records import Subscription
 from backend.schemas import FINAL_STATES, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -43,29 +43,31 @@ CLIENT_CHECK_SECONDS = 1.0
 def stream_response(task_id: str) -> Response:
     """The event stream of a task; 404 / 503 JSON (raised) before any streaming starts."""
     status = jobs.task_status(task_id)
-    pubsub = slot = None
+    subscription = slot = None
     if status.state not in FINAL_STATES:
         # A stream holds a gunicorn thread until it ends: 503 when the process has none to spare.
         slot = current_app.extensions["waiting_slots"].take()
         try:
-            pubsub = _subscribe(task_id)
+            subscription = current_app.extensions["task_records"].subscription(
+                current_app.extensions["celery"].backend.get_key_for_task(task_id)
+            )
             # Read again once subscribed: a change between the first read and
             # the subscription would otherwise be missed until the next one.
             status = jobs.task_status(task_id)
         except BaseException:
-            if pubsub is not None:
-                pubsub.close()
+            if subscription is not None:
+                subscription.close()
             slot.release()
             raise
     config = current_app.config
     client = request.environ.get("gunicorn.socket")  # absent under other servers: no check
     events = _events(
-        task_id, status, pubsub, client, config["EVENTS_MAX_SECONDS"], config["EVENTS_HEARTBEAT_SECONDS"]
+        task_id, status, subscription, client, config["EVENTS_MAX_SECONDS"], config["EVENTS_HEARTBEAT_SECONDS"]
     )
     response = Response(stream_with_context(events), mimetype="text/event-stream")
-    if pubsub is not None:
+    if subscription is not None:
         # A response closed before its first chunk never runs the generator's finally.
-        response.call_on_close(pubsub.close)
+        response.call_on_close(subscription.close)
     if slot is not None:
         response.call_on_close(slot.release)
     response.headers["Cache-Control"] = "no-cache"
@@ -80,20 +82,10 @@ def format_event(status: TaskStatus) -> str:
     return f"event: {EVENT_NAME}\ndata: {status.model_dump_json()}\n\n"
 
 
-def _subscribe(task_id: str) -> PubSub:
-    pubsub = current_app.extensions["task_records"].client.pubsub(ignore_subscribe_messages=True)
-    try:
-        pubsub.subscribe(current_app.extensions["celery"].backend.get_key_for_task(task_id))
-    except BaseException:
-        pubsub.close()
-        raise
-    return pubsub
-
-
 def _events(
     task_id: str,
     status: TaskStatus,
-    pubsub: PubSub | None,
+    subscription: Subscription | None,
     client: socket.socket | None,
     max_seconds: float,
     heartbeat_seconds: float,
@@ -101,7 +93,7 @@ def _events(
     watch = None
     try:
         yield f"retry: {RETRY_MILLISECONDS}\n" + format_event(status)
-        if pubsub is None:
+        if subscription is None:
             return
         watch = _ClientWatch.of(client)
         deadline = time.monotonic() + max_seconds
@@ -126,11 +118,10 @@ def _events(
                     yield ": keep-alive\n\n"
                 continue
             wait = min(deadline, next_heartbeat, now + CLIENT_CHECK_SECONDS) - now
-            if pubsub.get_message(timeout=wait) is None:
+            if not subscription.wait(wait):
                 if watch is not None and watch.disconnected():
                     return
                 continue
-            _drain(pubsub)  # a burst of messages needs one read of the status
             current = jobs.task_status(task_id)
             if current != status:
                 status = current
@@ -141,8 +132,8 @@ def _events(
         # and then gets the 503 (or 404 if the task expired meanwhile).
         log.warning("event stream of task %s ended early: %s", task_id, exc)
     finally:
-        if pubsub is not None:
-            pubsub.close()
+        if subscription is not None:
+            subscription.close()
         if watch is not None:
             watch.close()
 
@@ -184,11 +175,6 @@ class _ClientWatch:
 
     def close(self) -> None:
         self.selector.close()
-
-
-def _drain(pubsub: PubSub) -> None:
-    while pubsub.get_message(timeout=0) is not None:
-        pass
 
 
 def openapi_operation(status_schema: dict[str, Any], error_responses: dict[str, Any]) -> dict[str, Any]:

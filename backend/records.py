@@ -9,6 +9,7 @@ cancellation flag. It lives beside the results and expires with them.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -67,8 +68,62 @@ return 1
 """
 
 
+# How long to wait for Redis to confirm a subscription when the client has no socket timeout.
+DEFAULT_REPLY_TIMEOUT = 5.0
+
+
 def utcnow_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Subscription:
+    """Messages published on one channel, from the moment Redis confirmed the subscription.
+
+    SUBSCRIBE takes effect when Redis serves it, not when it is sent, and Redis may
+    serve a command sent later on another connection first: a status read there,
+    then a change published before the subscription took effect, and that change is
+    never heard of. It happened to 1-2 of every 330 long-polls in make bench, which
+    then waited out their whole bound. So the status read that must follow the
+    subscription follows confirm(), and wait() refuses to run before it.
+    """
+
+    def __init__(self, pubsub: PubSub, channel: bytes | str, reply_timeout: float):
+        """Send the SUBSCRIBE; confirm() waits for Redis to serve it."""
+        self.pubsub = pubsub
+        self.channel = channel.encode() if isinstance(channel, str) else channel
+        self.reply_timeout = reply_timeout
+        self.confirmed = False
+        pubsub.subscribe(self.channel)
+
+    def confirm(self) -> None:
+        if not self.confirmed:
+            if not self._receive("subscribe", self.reply_timeout):
+                raise redis.TimeoutError(f"Redis did not confirm the subscription to {self.channel!r}")
+            self.confirmed = True
+
+    def wait(self, timeout: float) -> bool:
+        """True when a message on the channel arrives within `timeout` s, else False.
+        The messages received with it are read too: a burst needs one status read."""
+        if not self.confirmed:
+            raise RuntimeError("confirm() the subscription, then read the status, then wait")
+        if not self._receive("message", timeout):
+            return False
+        while self.pubsub.get_message(timeout=0) is not None:
+            pass
+        return True
+
+    def close(self) -> None:
+        self.pubsub.close()
+
+    def _receive(self, kind: str, timeout: float) -> bool:
+        """Read until a `kind` message of this channel; what else arrives (confirmations
+        and messages of a kept connection's earlier channels) is skipped."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            message = self.pubsub.get_message(timeout=remaining)
+            if message is not None and message["type"] == kind and message["channel"] == self.channel:
+                return True
+        return False
 
 
 class TaskRecords:
@@ -116,14 +171,26 @@ class TaskRecords:
     def _decode(raw: dict[bytes, bytes]) -> dict[str, str] | None:
         return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
 
+    def subscription(self, channel: bytes | str) -> Subscription:
+        """A pub/sub connection of its own, subscribed to `channel` (confirmed); close() it when done."""
+        pubsub = self.client.pubsub()
+        try:
+            subscription = Subscription(pubsub, channel, self._reply_timeout())
+            subscription.confirm()
+            return subscription
+        except BaseException:
+            pubsub.close()
+            raise
+
     @contextmanager
-    def subscribed(self, channel: bytes | str) -> Iterator[PubSub]:
-        """This thread's pub/sub connection, subscribed to `channel` while in the block.
+    def subscribed(self, channel: bytes | str) -> Iterator[Subscription]:
+        """This thread's pub/sub connection, subscribing to `channel` while in the block:
+        the SUBSCRIBE is sent, the caller confirm()s it when it needs it in effect.
 
         Kept for the thread's next wait: a new connection per long-poll (connect,
-        handshake, close) cost 0.6 ms of a 6 ms end-to-end no-op (make bench). A message
-        of an earlier wait that arrives late only wakes the next waiter, which reads the
-        status and waits on. Closed on any error, so no broken state is kept.
+        handshake, close) cost 0.6 ms of a 6 ms end-to-end no-op (make bench). Messages
+        and confirmations of an earlier wait that arrive late are skipped by the next
+        one. Closed on any error, so no broken state is kept.
         """
         pubsub = getattr(self._waiters, "pubsub", None)
         if pubsub is not None and set(pubsub.channels) - set(pubsub.pending_unsubscribe_channels):
@@ -132,15 +199,21 @@ class TaskRecords:
             pubsub.close()
             pubsub = None
         if pubsub is None:
-            pubsub = self._waiters.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._waiters.pubsub = self.client.pubsub()
         try:
-            pubsub.subscribe(channel)
-            yield pubsub
-            pubsub.unsubscribe(channel)
+            subscription = Subscription(pubsub, channel, self._reply_timeout())
+            yield subscription
+            # Read its confirmation even if the caller never needed it (it is usually here
+            # already), so a later wait on this connection cannot take it for its own.
+            subscription.confirm()
+            pubsub.unsubscribe(subscription.channel)
         except BaseException:
             self._waiters.pubsub = None
             pubsub.close()
             raise
+
+    def _reply_timeout(self) -> float:
+        return self.client.get_connection_kwargs().get("socket_timeout") or DEFAULT_REPLY_TIMEOUT
 
     def start_unless_cancelled(
         self, task_id: str, name: str, attempt: int = 0, started: tuple[bytes | str, str] | None = None

@@ -1,0 +1,112 @@
+"""A wait on a task's channel starts only once Redis has confirmed the subscription.
+
+SUBSCRIBE takes effect when Redis serves it, and Redis may serve a command sent later
+on another connection first. If the status read after subscribing is served first and
+the task changes in between, the change is published to nobody, and a long-poll waits
+out its whole bound (it happened to 1-2 of 330 long-polls in make bench). Here a real
+TCP proxy in front of a real Redis holds every SUBSCRIBE back, as a busy network or
+server can, to make that order certain.
+"""
+
+import socket
+import threading
+import time
+
+import pytest
+import redis
+
+from backend.records import TaskRecords
+from devtools.redis_server import free_port
+from tests.conftest import make_app
+
+HOLD_S = 0.5
+
+
+class SubscribeDelayingProxy:
+    """Forwards TCP connections to Redis; what a client sends is held back for
+    `hold` seconds whenever it contains a SUBSCRIBE command, replies pass at once."""
+
+    def __init__(self, upstream_port: int, hold: float):
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.hold = hold
+        self.listener = socket.create_server(("127.0.0.1", free_port()))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            server = socket.create_connection(self.upstream, timeout=10)
+            self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, from_client: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if from_client and b"SUBSCRIBE" in data.upper():
+                    time.sleep(self.hold)
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+@pytest.fixture
+def proxy(redis_server):
+    proxy = SubscribeDelayingProxy(redis_server.port, HOLD_S)
+    yield proxy
+    proxy.close()
+
+
+def test_a_subscription_is_in_effect_once_confirmed(proxy, idle_redis_url):
+    records = TaskRecords(redis.Redis.from_url(proxy.url(1), socket_timeout=5), 60)
+    direct = redis.Redis.from_url(idle_redis_url)
+    with records.subscribed("channel-a") as subscription:
+        subscription.confirm()
+        assert direct.pubsub_numsub("channel-a") == [(b"channel-a", 1)]
+    with records.subscribed("channel-b") as subscription:  # the thread's kept connection
+        with pytest.raises(RuntimeError):
+            subscription.wait(1)  # before confirm(): it could miss what it waits for
+        subscription.confirm()
+        assert direct.pubsub_numsub("channel-b") == [(b"channel-b", 1)]
+        direct.publish("channel-b", "changed")
+        assert subscription.wait(5)
+        assert not subscription.wait(0.2)  # the burst was read with the first message
+    subscription = records.subscription("channel-c")  # an event stream's own connection
+    try:
+        assert direct.pubsub_numsub("channel-c") == [(b"channel-c", 1)]
+    finally:
+        subscription.close()
+
+
+def test_a_change_while_the_subscribe_is_on_its_way_ends_the_long_poll(proxy):
+    app = make_app(proxy.url(1))  # the idle database: no worker takes the task
+    client = app.test_client()
+    task_id = client.post("/add", json={"x": 1, "y": 2}).get_json()["task_id"]
+    # The cancel lands while the long-poll's SUBSCRIBE is held back, after its first read.
+    cancel = threading.Timer(HOLD_S / 3, lambda: app.test_client().post(f"/status/{task_id}/cancel"))
+    started = time.monotonic()
+    cancel.start()
+    try:
+        body = client.get(f"/status/{task_id}?wait=10").get_json()
+    finally:
+        cancel.join()
+    assert body["state"] == "REVOKED"
+    assert time.monotonic() - started < 5, "the long-poll missed the change and waited out its bound"
