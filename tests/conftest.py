@@ -7,6 +7,7 @@ db 0 is served by a worker; db 1 has no worker, so what is queued there stays qu
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
@@ -183,3 +184,13 @@ def wait_for_state(client, task_id: str, states: set[str], timeout: float = 20.0
         return body if body["state"] in states else None
 
     return wait_until(reached, timeout, what=f"task {task_id} to reach {states}")
+
+
+def cancel_during_long_poll(app, task_id: str, after: float, wait: float) -> dict:
+    """GET /status/<id>?wait=`wait` while another client cancels the task `after` s in; its body."""
+    cancel = threading.Timer(after, lambda: app.test_client().post(f"/status/{task_id}/cancel"))
+    cancel.start()
+    try:
+        return app.test_client().get(f"/status/{task_id}?wait={wait:g}").get_json()
+    finally:
+        cancel.join()

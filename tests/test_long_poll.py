@@ -1,13 +1,12 @@
 """GET /status/<id>?wait=<seconds>: answers as soon as the state or progress changes,
 or when the wait is over; a finished task is answered at once."""
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import make_app, wait_for_state
+from tests.conftest import cancel_during_long_poll, make_app, wait_for_state
 from tests.processes import wait_until
 
 
@@ -26,12 +25,7 @@ def test_without_a_change_it_answers_the_same_state_when_the_wait_is_over(idle_c
 
 def test_a_change_ends_the_wait_at_once(idle_app, idle_client):
     task_id = submit_queued(idle_client)
-    cancel = threading.Timer(0.3, lambda: idle_app.test_client().post(f"/status/{task_id}/cancel"))
-    cancel.start()
-    try:
-        body = idle_client.get(f"/status/{task_id}?wait=20").get_json()
-    finally:
-        cancel.join()
+    body = cancel_during_long_poll(idle_app, task_id, after=0.3, wait=20)
     assert body["state"] == "REVOKED"
 
 

@@ -17,7 +17,7 @@ import redis
 
 from backend.records import TaskRecords
 from devtools.redis_server import free_port
-from tests.conftest import make_app
+from tests.conftest import cancel_during_long_poll, make_app
 
 HOLD_S = 0.5
 
@@ -98,15 +98,9 @@ def test_a_subscription_is_in_effect_once_confirmed(proxy, idle_redis_url):
 
 def test_a_change_while_the_subscribe_is_on_its_way_ends_the_long_poll(proxy):
     app = make_app(proxy.url(1))  # the idle database: no worker takes the task
-    client = app.test_client()
-    task_id = client.post("/add", json={"x": 1, "y": 2}).get_json()["task_id"]
-    # The cancel lands while the long-poll's SUBSCRIBE is held back, after its first read.
-    cancel = threading.Timer(HOLD_S / 3, lambda: app.test_client().post(f"/status/{task_id}/cancel"))
+    task_id = app.test_client().post("/add", json={"x": 1, "y": 2}).get_json()["task_id"]
     started = time.monotonic()
-    cancel.start()
-    try:
-        body = client.get(f"/status/{task_id}?wait=10").get_json()
-    finally:
-        cancel.join()
+    # The cancel lands while the long-poll's SUBSCRIBE is held back, after its first read.
+    body = cancel_during_long_poll(app, task_id, after=HOLD_S / 3, wait=10)
     assert body["state"] == "REVOKED"
     assert time.monotonic() - started < 5, "the long-poll missed the change and waited out its bound"
