@@ -15,9 +15,11 @@ workers = int(os.environ.get("GUNICORN_WORKERS", min(4, multiprocessing.cpu_coun
 # would have to monkey-patch Celery, kombu and redis-py before they load.
 worker_class = "gthread"
 # Each open stream (GET /status/<id>/events) or long-poll holds one thread for its life,
-# so workers x threads bounds them (a dashboard tab holds up to 3). 16 rather than 4:
-# two dashboards no longer fill a worker; more threads cost CPU only under saturation
-# (status 1.11 ms CPU per request with 32 threads and 16 busy connections).
+# so workers x threads bounds them (a dashboard tab holds up to 2). 16 rather than 4:
+# room for streams beside ordinary requests. The price is paid under saturation, when
+# more threads contend for the GIL: HTTP submits reached 0.34-0.40x of raw apply_async
+# with 16 threads, 0.44-0.45x with 4 (side by side, 2 cores). An API that serves no
+# streams or long-polls can set GUNICORN_THREADS=4.
 threads = int(os.environ.get("GUNICORN_THREADS") or DEFAULT_GUNICORN_THREADS)
 # No request should take long: Redis calls time out in seconds. A stuck worker is killed.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
