@@ -26,6 +26,7 @@ class Stream:
     events: list[tuple[str, dict]] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
     retry: str | None = None
+    ids: list[str | None] = field(default_factory=list)  # each event's id, None without one
 
     @property
     def statuses(self) -> list[dict]:
@@ -38,13 +39,14 @@ class Stream:
 
     def read(self, lines):
         """Yield each status as it arrives."""
-        name, data = "message", []
+        name, data, event_id = "message", [], None
         for line in lines:
             if line == "":
                 if data:
                     self.events.append((name, json.loads("\n".join(data))))
+                    self.ids.append(event_id)
                     yield self.events[-1][1]
-                name, data = "message", []
+                name, data, event_id = "message", [], None
             elif line.startswith(":"):
                 self.comments.append(line[1:].strip())
             else:
@@ -56,6 +58,8 @@ class Stream:
                     data.append(value)
                 elif key == "retry":
                     self.retry = value
+                elif key == "id":
+                    event_id = value
 
 
 def open_stream(base_url: str, task_id: str) -> requests.Response:
@@ -177,6 +181,26 @@ def test_an_idle_stream_sends_heartbeats_and_ends_after_events_max_seconds(idle_
     assert [status["state"] for status in stream.statuses] == ["QUEUED"]
     assert stream.comments.count("keep-alive") >= 3
     assert "reconnect" in stream.comments[-1]  # says why it ended without a final state
+
+
+def test_only_the_final_event_has_an_id_and_a_reconnect_after_it_gets_204(idle_app, idle_client):
+    task_id = idle_client.post("/add", json={"x": 1, "y": 2}).get_json()["task_id"]
+    response = idle_client.get(f"/status/{task_id}/events", buffered=False)
+    chunks = chunks_of(response)
+    first = next(chunks)
+    idle_app.test_client().post(f"/status/{task_id}/cancel")
+    stream = Stream()
+    stream.feed((first + "".join(chunks)).splitlines())
+    response.close()
+    assert [status["state"] for status in stream.statuses] == ["QUEUED", "REVOKED"]
+    assert stream.ids == [None, "end"]
+    # What a browser's EventSource does after the server closed the finished stream:
+    reconnect = idle_client.get(f"/status/{task_id}/events", headers={"Last-Event-ID": "end"})
+    assert reconnect.status_code == 204 and reconnect.data == b""
+    # Any other id is a fresh start: the current (final) status, once.
+    again = Stream()
+    again.feed(idle_client.get(f"/status/{task_id}/events", headers={"Last-Event-ID": "x"}).text.splitlines())
+    assert [status["state"] for status in again.statuses] == ["REVOKED"]
 
 
 def test_a_change_is_sent_at_once_not_at_the_next_heartbeat(idle_app, idle_client):
