@@ -151,6 +151,11 @@ class BaseConfig:
         self.FLOWER_URL = environ.get("FLOWER_URL") or f"http://127.0.0.1:{environ.get('FLOWER_PORT') or 5555}"
         # Seconds /readyz waits for a worker to answer a ping.
         self.READYZ_PING_TIMEOUT = _float(environ, "READYZ_PING_TIMEOUT", 1.0)
+        # Seconds an API process reuses the workers' answer to that ping (backend/health.py:
+        # each ping holds a thread for the whole timeout); 0 pings on every call.
+        self.READYZ_CACHE_SECONDS = _float(environ, "READYZ_CACHE_SECONDS", 5.0)
+        if not 0 <= self.READYZ_CACHE_SECONDS < math.inf:
+            raise ConfigError("READYZ_CACHE_SECONDS must be 0 or a positive number of seconds")
         # Seconds between heartbeats sent by celery beat (backend/periodic.py); 0 or "off": none.
         self.HEARTBEAT_INTERVAL = _seconds_or_off(environ, "HEARTBEAT_INTERVAL", 30.0)
         self._check_consistency()

@@ -25,6 +25,7 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     from backend.cli import register_commands
     from backend.dashboard import create_dashboard
     from backend.errors import register_error_handlers
+    from backend.health import WorkerPings
     from backend.idempotency import IdempotencyKeys
     from backend.openapi import create_spec, register_openapi
     from backend.rate_limits import submit_limit
@@ -53,6 +54,7 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     )
     records = app.extensions["task_records"] = TaskRecords(records_client, config.RESULT_EXPIRES)
     app.extensions["waiting_slots"] = WaitingSlots(config.MAX_WAITING_REQUESTS)
+    app.extensions["worker_pings"] = WorkerPings(config.READYZ_CACHE_SECONDS)
     # Idempotency keys live and expire with the task records they point to.
     app.extensions["idempotency_keys"] = IdempotencyKeys(records)
     make_celery(app)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -14,6 +16,36 @@ from backend.periodic import last_heartbeat
 FRESH_INTERVALS = 3
 # celery_beat.sh's node name: beat answers pings (its health check) but runs no task.
 BEAT_NODE_PREFIX = "celerybeat@"
+
+
+class WorkerPings:
+    """The workers' answer to a ping, shared by one API process's requests for `ttl` s.
+
+    A ping is a broadcast that waits out its whole timeout (READYZ_PING_TIMEOUT) for
+    answers, holding a gunicorn thread, and /readyz needs no token: unshared, probes
+    from every load balancer (or anyone) would each hold a thread for a second and
+    make every worker answer. One request pings; the others wait for it or, within
+    `ttl` s, get its answer at once. Failed pings are not kept.
+    """
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._answer: tuple[float, list[str]] | None = None  # (time.monotonic(), worker names)
+
+    def names(self, ping: Callable[[], list[str]]) -> tuple[list[str], float]:
+        """The names of the workers that answered, and how many seconds ago."""
+        with self._lock:
+            if self._answer is None or time.monotonic() - self._answer[0] >= self.ttl:
+                names = ping()
+                self._answer = (time.monotonic(), names)
+            at, names = self._answer
+        return names, time.monotonic() - at
+
+
+def _ping_workers() -> list[str]:
+    replies = current_app.extensions["celery"].control.ping(timeout=current_app.config["READYZ_PING_TIMEOUT"])
+    return sorted(name for reply in replies for name in reply if not name.startswith(BEAT_NODE_PREFIX))
 
 
 def readiness() -> tuple[bool, dict[str, Any]]:
@@ -33,11 +65,8 @@ def readiness() -> tuple[bool, dict[str, Any]]:
         redis_check["error"] = f"{type(exc).__name__}: {exc}"
     if redis_check["ok"]:
         try:
-            replies = current_app.extensions["celery"].control.ping(
-                timeout=current_app.config["READYZ_PING_TIMEOUT"]
-            )
-            names = sorted(name for reply in replies for name in reply if not name.startswith(BEAT_NODE_PREFIX))
-            workers_check = {"ok": bool(names), "count": len(names), "names": names}
+            names, age = current_app.extensions["worker_pings"].names(_ping_workers)
+            workers_check = {"ok": bool(names), "count": len(names), "names": names, "age_seconds": round(age, 1)}
             if not names:
                 workers_check["error"] = "no worker answered a ping"
         except Exception as exc:

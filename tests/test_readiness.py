@@ -1,0 +1,59 @@
+"""/readyz pings the workers once per READYZ_CACHE_SECONDS per API process: a ping holds
+its request for the whole READYZ_PING_TIMEOUT, and /readyz needs no token."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+
+from config import ConfigError, load_config
+from tests.conftest import make_app
+
+# kombu's Redis transport broadcasts a ping on this channel (its fanout exchange).
+PING_CHANNELS = "*celery.pidbox"
+
+
+class PingCounter:
+    """Counts the ping broadcasts sent through a real Redis."""
+
+    def __init__(self, redis_url: str):
+        self.pubsub = redis.Redis.from_url(redis_url).pubsub()
+        self.pubsub.psubscribe(PING_CHANNELS)
+        confirmation = self.pubsub.get_message(timeout=5)  # from here on, no ping is missed
+        assert confirmation is not None and confirmation["type"] == "psubscribe"
+
+    def count(self) -> int:
+        seen = 0
+        while (message := self.pubsub.get_message(timeout=0.5)) is not None:
+            seen += message["type"] == "pmessage"
+        self.pubsub.close()
+        return seen
+
+
+def readyz_bodies(app, calls: int) -> list[dict]:
+    with ThreadPoolExecutor(calls) as pool:
+        return list(pool.map(lambda _: app.test_client().get("/readyz").get_json(), range(calls)))
+
+
+def test_readyz_calls_within_the_cache_time_share_one_ping(idle_redis_url):
+    app = make_app(idle_redis_url, READYZ_PING_TIMEOUT="0.3", READYZ_CACHE_SECONDS="60")
+    pings = PingCounter(idle_redis_url)
+    bodies = readyz_bodies(app, 4) + readyz_bodies(app, 1)  # at once, then after
+    assert pings.count() == 1
+    # No worker consumes this database: every caller gets the one answer, "none".
+    assert all(body["workers"]["ok"] is False and body["workers"]["count"] == 0 for body in bodies)
+    assert bodies[-1]["workers"]["age_seconds"] >= 0
+
+
+def test_with_no_cache_time_every_call_pings(idle_redis_url):
+    app = make_app(idle_redis_url, READYZ_PING_TIMEOUT="0.2", READYZ_CACHE_SECONDS="0")
+    pings = PingCounter(idle_redis_url)
+    readyz_bodies(app, 1)
+    readyz_bodies(app, 1)
+    assert pings.count() == 2
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_a_cache_time_that_is_not_zero_or_positive_is_refused(value):
+    with pytest.raises(ConfigError, match="READYZ_CACHE_SECONDS"):
+        load_config({"READYZ_CACHE_SECONDS": value})
