@@ -9,23 +9,26 @@ import redis
 from config import ConfigError, load_config
 from tests.conftest import make_app
 
-# kombu's Redis transport broadcasts a ping on this channel (its fanout exchange).
-PING_CHANNELS = "*celery.pidbox"
+# kombu's Redis transport broadcasts a ping on its fanout channel, "/<db>.celery.pidbox".
+# Pub/sub spans databases: the other tests' workers and Flower ping in theirs.
+PING_CHANNEL = "/{db}.celery.pidbox"
 
 
 class PingCounter:
-    """Counts the ping broadcasts sent through a real Redis."""
+    """Counts the ping broadcasts sent to one database of a real Redis."""
 
     def __init__(self, redis_url: str):
-        self.pubsub = redis.Redis.from_url(redis_url).pubsub()
-        self.pubsub.psubscribe(PING_CHANNELS)
+        # Kept: a client that is collected closes its pool's connections, this one's too.
+        self.client = redis.Redis.from_url(redis_url)
+        self.pubsub = self.client.pubsub()
+        self.pubsub.subscribe(PING_CHANNEL.format(db=self.client.get_connection_kwargs()["db"]))
         confirmation = self.pubsub.get_message(timeout=5)  # from here on, no ping is missed
-        assert confirmation is not None and confirmation["type"] == "psubscribe"
+        assert confirmation is not None and confirmation["type"] == "subscribe"
 
     def count(self) -> int:
         seen = 0
         while (message := self.pubsub.get_message(timeout=0.5)) is not None:
-            seen += message["type"] == "pmessage"
+            seen += message["type"] == "message"
         self.pubsub.close()
         return seen
 
