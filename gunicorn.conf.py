@@ -3,6 +3,7 @@ from the working directory): gunicorn --config gunicorn.conf.py 'backend:create_
 
 import multiprocessing
 import os
+import sys
 
 from config import DEFAULT_GUNICORN_THREADS, read_environment
 
@@ -55,3 +56,17 @@ def child_exit(server, worker):
 
 def on_exit(server):
     prometheus_dir.cleanup()
+
+
+def post_fork(server, worker):
+    # This file imported project modules into the master (config, backend.logs and what
+    # they import), and a forked worker inherits them. After `kill -HUP`, a deploy without
+    # a restart, the master still holds the old code: drop it, so the worker imports the
+    # deployed code when it loads the app. (The master's own hooks and log formatting keep
+    # the old code until a restart.)
+    project = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    virtualenv = os.path.join(project, ".venv") + os.sep
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None) or ""
+        if path.startswith(project) and not path.startswith(virtualenv):
+            del sys.modules[name]

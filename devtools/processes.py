@@ -16,13 +16,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 class Process:
     """A child process in its own process group, with its output in a log file."""
 
-    def __init__(self, name: str, command: list[str], env: Mapping[str, str], log_dir: Path):
+    def __init__(
+        self, name: str, command: list[str], env: Mapping[str, str], log_dir: Path, cwd: Path = PROJECT_ROOT
+    ):
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")
         self.popen = subprocess.Popen(
             command,
-            cwd=PROJECT_ROOT,
+            cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
