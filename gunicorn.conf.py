@@ -63,7 +63,10 @@ def post_fork(server, worker):
     # they import), and a forked worker inherits them. After `kill -HUP`, a deploy without
     # a restart, the master still holds the old code: drop it, so the worker imports the
     # deployed code when it loads the app. (The master's own hooks and log formatting keep
-    # the old code until a restart.)
+    # the old code until a restart.) With preload_app the master loaded the app itself, and
+    # its objects must keep their modules: gunicorn then reloads no code on HUP anyway.
+    if server.cfg.preload_app:
+        return
     project = os.path.dirname(os.path.abspath(__file__)) + os.sep
     virtualenv = os.path.join(project, ".venv") + os.sep
     for name, module in list(sys.modules.items()):
