@@ -34,6 +34,8 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 control_socket_disable = True
 
 # --- Logs and metrics (backend/logs.py, backend/metrics.py) ---
+# The project's packages this file imports, directly or not: see post_fork.
+PROJECT_PACKAGES = {"config", "backend"}
 from backend import prometheus_dir  # noqa: E402
 from backend.logs import logging_config  # noqa: E402
 
@@ -67,9 +69,7 @@ def post_fork(server, worker):
     # its objects must keep their modules: gunicorn then reloads no code on HUP anyway.
     if server.cfg.preload_app:
         return
-    project = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    virtualenv = os.path.join(project, ".venv") + os.sep
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None) or ""
-        if path.startswith(project) and not path.startswith(virtualenv):
-            del sys.modules[name]
+    # By name, not by path: a release directory behind a symlink, or a virtualenv inside the
+    # project, would make a path test drop too little or too much (libraries).
+    for name in [name for name in sys.modules if name.split(".")[0] in PROJECT_PACKAGES]:
+        del sys.modules[name]
