@@ -54,7 +54,8 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     )
     records = app.extensions["task_records"] = TaskRecords(records_client, config.RESULT_EXPIRES)
     app.extensions["waiting_slots"] = WaitingSlots(config.MAX_WAITING_REQUESTS)
-    app.extensions["worker_pings"] = WorkerPings(config.READYZ_CACHE_SECONDS)
+    # A caller waits at most for one ping under way (its timeout), plus a margin.
+    app.extensions["worker_pings"] = WorkerPings(config.READYZ_CACHE_SECONDS, 2 * config.READYZ_PING_TIMEOUT + 1)
     # Idempotency keys live and expire with the task records they point to.
     app.extensions["idempotency_keys"] = IdempotencyKeys(records)
     make_celery(app)

@@ -24,23 +24,43 @@ class WorkerPings:
     A ping is a broadcast that waits out its whole timeout (READYZ_PING_TIMEOUT) for
     answers, holding a gunicorn thread, and /readyz needs no token: unshared, probes
     from every load balancer (or anyone) would each hold a thread for a second and
-    make every worker answer. One request pings; the others wait for it or, within
-    `ttl` s, get its answer at once. Failed pings are not kept.
+    make every worker answer. One request pings; the requests that came while it
+    pinged take its answer (or its error), and later ones take its answer for `ttl` s.
     """
 
-    def __init__(self, ttl: float):
+    def __init__(self, ttl: float, wait_limit: float):
         self.ttl = ttl
+        self.wait_limit = wait_limit  # for a ping under way; its own timeout bounds it
         self._lock = threading.Lock()
-        self._answer: tuple[float, list[str]] | None = None  # (time.monotonic(), worker names)
+        # (time.monotonic() when it ended, worker names or the ping's error)
+        self._answer: tuple[float, list[str] | Exception] | None = None
 
     def names(self, ping: Callable[[], list[str]]) -> tuple[list[str], float]:
         """The names of the workers that answered, and how many seconds ago."""
-        with self._lock:
-            if self._answer is None or time.monotonic() - self._answer[0] >= self.ttl:
-                names = ping()
-                self._answer = (time.monotonic(), names)
-            at, names = self._answer
-        return names, time.monotonic() - at
+        asked = time.monotonic()
+        if not self._lock.acquire(timeout=self.wait_limit):
+            raise TimeoutError(f"a ping of the workers has been under way for over {self.wait_limit:g} s")
+        try:
+            if not self._usable(asked):
+                try:
+                    names = ping()
+                except Exception as exc:
+                    self._answer = (time.monotonic(), exc)
+                else:  # timed when the ping ended: it answers everyone who asked before
+                    self._answer = (time.monotonic(), names)
+            at, answer = self._answer
+        finally:
+            self._lock.release()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer, time.monotonic() - at
+
+    def _usable(self, asked: float) -> bool:
+        if self._answer is None:
+            return False
+        at, answer = self._answer
+        # An error is shared only with the requests that came while its ping ran.
+        return at >= (asked if isinstance(answer, Exception) else asked - self.ttl)
 
 
 def _ping_workers() -> list[str]:
