@@ -190,7 +190,8 @@ class TaskRecords:
         Kept for the thread's next wait: a new connection per long-poll (connect,
         handshake, close) cost 0.6 ms of a 6 ms end-to-end no-op (make bench). Messages
         and confirmations of an earlier wait that arrive late are skipped by the next
-        one. Closed on any error, so no broken state is kept.
+        one. An error of the caller's own (a 404, a 503 for too many waits) leaves the
+        connection as it was; any other closes it, so no broken state is kept.
         """
         pubsub = getattr(self._waiters, "pubsub", None)
         if pubsub is not None and set(pubsub.channels) - set(pubsub.pending_unsubscribe_channels):
@@ -200,17 +201,30 @@ class TaskRecords:
             pubsub = None
         if pubsub is None:
             pubsub = self._waiters.pubsub = self.client.pubsub()
+        kept = False
         try:
             subscription = Subscription(pubsub, channel, self._reply_timeout())
-            yield subscription
-            # Read its confirmation even if the caller never needed it (it is usually here
-            # already), so a later wait on this connection cannot take it for its own.
-            subscription.confirm()
-            pubsub.unsubscribe(subscription.channel)
-        except BaseException:
-            self._waiters.pubsub = None
-            pubsub.close()
-            raise
+            try:
+                yield subscription
+            except redis.RedisError:
+                raise
+            except Exception:
+                self._end(subscription)
+                kept = True
+                raise
+            self._end(subscription)
+            kept = True
+        finally:
+            if not kept:
+                self._waiters.pubsub = None
+                pubsub.close()
+
+    @staticmethod
+    def _end(subscription: Subscription) -> None:
+        # Read its confirmation even if the caller never needed it (it is usually here
+        # already), so a later wait on this connection cannot take it for its own.
+        subscription.confirm()
+        subscription.pubsub.unsubscribe(subscription.channel)
 
     def _reply_timeout(self) -> float:
         return self.client.get_connection_kwargs().get("socket_timeout") or DEFAULT_REPLY_TIMEOUT

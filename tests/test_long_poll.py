@@ -86,3 +86,12 @@ def test_a_process_lets_only_so_many_requests_wait_and_answers_the_next_503(idle
         assert client.get(f"/status/{task_id}").status_code == 200  # no wait, no slot needed
         assert waiting.result().status_code == 200
     assert client.get(f"/status/{task_id}?wait=0.1").status_code == 200  # the slot is free again
+
+
+def test_a_long_poll_refused_for_an_unknown_id_keeps_the_threads_subscriber_connection(idle_app, idle_client):
+    # A caller's error leaves the kept pub/sub connection as it was: no reconnect per 404.
+    records = idle_app.extensions["task_records"]
+    idle_client.get(f"/status/{submit_queued(idle_client)}?wait=0.1")
+    kept = records._waiters.pubsub
+    assert idle_client.get("/status/00000000-0000-4000-8000-000000000000?wait=1").status_code == 404
+    assert records._waiters.pubsub is kept
