@@ -19,8 +19,9 @@ args=(
   --queues "${CELERY_QUEUES:-celery}"
   --hostname "${CELERY_HOSTNAME:-worker@%h}"
   # Mingle asks the other workers for their revoked ids at startup and waits 1 s for
-  # replies (first ping 2.0 s -> 1.0 s after start without it, another worker up); a cancel
-  # here is the task record's flag, not a revoke, so there is nothing to learn. Gossip
+  # replies (first ping 2.0 s -> 1.0 s after start without it, another worker up). The API's
+  # cancel is the task record's flag, not a revoke; only a revoke sent from Flower or
+  # `celery control` goes unlearned by a worker that starts after it. Gossip
   # follows every other worker's events: nothing uses it, and once a Flower turns events
   # on, N workers would each process the heartbeats of all the others.
   --without-mingle

@@ -47,7 +47,8 @@ CLIENT_CHECK_SECONDS = 1.0
 def stream_response(task_id: str) -> Response:
     """The event stream of a task; 404 / 503 JSON (raised) before any streaming starts."""
     if request.headers.get("Last-Event-ID") == END_EVENT_ID:
-        return Response(status=204)  # the client has seen the final state
+        # The client has seen the final state. Not for a cache to give to a first request.
+        return Response(status=204, headers={"Cache-Control": "no-store"})
     status = jobs.task_status(task_id)
     subscription = slot = None
     if status.state not in FINAL_STATES:
