@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
@@ -87,19 +87,45 @@ class Subscription:
     subscription follows confirm(), and wait() refuses to run before it.
     """
 
-    def __init__(self, pubsub: PubSub, channel: bytes | str, reply_timeout: float):
-        """Send the SUBSCRIBE; confirm() waits for Redis to serve it."""
+    def __init__(
+        self, pubsub: PubSub, channel: bytes | str, reply_timeout: float,
+        renew: Callable[[], PubSub] | None = None,
+    ):
+        """Send the SUBSCRIBE; confirm() waits for Redis to serve it.
+
+        `renew`, for a kept connection, which may have died since its last use (Redis
+        restarted): a fresh PubSub to start again with, once, if this one turns out closed.
+        """
         self.pubsub = pubsub
         self.channel = channel.encode() if isinstance(channel, str) else channel
         self.reply_timeout = reply_timeout
         self.confirmed = False
-        pubsub.subscribe(self.channel)
+        self._renew = renew
+        try:
+            pubsub.subscribe(self.channel)
+        except redis.ConnectionError as error:
+            self._start_afresh(error)
 
     def confirm(self) -> None:
-        if not self.confirmed:
-            if not self._receive("subscribe", self.reply_timeout):
-                raise redis.TimeoutError(f"Redis did not confirm the subscription to {self.channel!r}")
-            self.confirmed = True
+        if self.confirmed:
+            return
+        try:
+            confirmed = self._receive("subscribe", self.reply_timeout)
+        except redis.ConnectionError as error:
+            self._start_afresh(error)
+            confirmed = self._receive("subscribe", self.reply_timeout)
+        if not confirmed:
+            raise redis.TimeoutError(f"Redis did not confirm the subscription to {self.channel!r}")
+        self.confirmed = True
+
+    def _start_afresh(self, error: redis.ConnectionError) -> None:
+        """Subscribe again on a new connection; `error` when there is none to try."""
+        renew, self._renew = self._renew, None
+        if renew is None:
+            raise error
+        self.pubsub.close()
+        self.pubsub = renew()
+        self.pubsub.subscribe(self.channel)
 
     def wait(self, timeout: float) -> bool:
         """True when a message on the channel arrives within `timeout` s, else False.
@@ -199,11 +225,13 @@ class TaskRecords:
             # channel when it reconnects, pending unsubscribes included. Start afresh.
             pubsub.close()
             pubsub = None
+        renew = self._new_kept_pubsub if pubsub is not None else None
         if pubsub is None:
-            pubsub = self._waiters.pubsub = self.client.pubsub()
+            pubsub = self._new_kept_pubsub()
+        subscription = None
         kept = False
         try:
-            subscription = Subscription(pubsub, channel, self._reply_timeout())
+            subscription = Subscription(pubsub, channel, self._reply_timeout(), renew)
             try:
                 yield subscription
             except redis.RedisError:
@@ -217,7 +245,11 @@ class TaskRecords:
         finally:
             if not kept:
                 self._waiters.pubsub = None
-                pubsub.close()
+                (subscription.pubsub if subscription is not None else pubsub).close()
+
+    def _new_kept_pubsub(self) -> PubSub:
+        pubsub = self._waiters.pubsub = self.client.pubsub()
+        return pubsub
 
     @staticmethod
     def _end(subscription: Subscription) -> None:

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from backend.records import TaskRecords
-from devtools.redis_server import free_port
+from devtools.redis_server import RedisServer, free_port
 from tests.conftest import cancel_during_long_poll, make_app
 
 HOLD_S = 0.5
@@ -104,3 +104,18 @@ def test_a_change_while_the_subscribe_is_on_its_way_ends_the_long_poll(proxy):
     body = cancel_during_long_poll(app, task_id, after=HOLD_S / 3, wait=10)
     assert body["state"] == "REVOKED"
     assert time.monotonic() - started < 5, "the long-poll missed the change and waited out its bound"
+
+
+def test_a_long_poll_after_a_redis_restart_subscribes_again_instead_of_failing(tmp_path):
+    server = RedisServer(free_port(), tmp_path, appendonly=True).start()
+    try:
+        client = make_app(server.url).test_client()  # no worker here: the task stays QUEUED
+        task_id = client.post("/add", json={"x": 1, "y": 2}).get_json()["task_id"]
+        assert client.get(f"/status/{task_id}?wait=0.1").status_code == 200  # the thread keeps its subscriber
+        server.stop()
+        server.start()  # the same port, its data back from the append-only file
+        response = client.get(f"/status/{task_id}?wait=0.1")
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["state"] == "QUEUED"
+    finally:
+        server.stop()
