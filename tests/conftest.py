@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -17,7 +18,7 @@ import requests
 from backend import create_app
 from config import TestingConfig
 from devtools.redis_server import RedisServer, free_port
-from tests.processes import VENV_BIN, Process, service_env, wait_until
+from tests.processes import PROJECT_ROOT, VENV_BIN, Process, service_env, wait_until
 
 QUEUE = "celery"
 
@@ -131,15 +132,18 @@ def wait_until_http_ok(process: Process, url: str) -> None:
     wait_until(answers, timeout=30, what=f"{process.name} to answer {url}")
 
 
-def start_gunicorn(redis_url: str, log_dir, name: str = "gunicorn", **env: str) -> tuple[Process, str]:
+def start_gunicorn(
+    redis_url: str, log_dir, name: str = "gunicorn", project: Path = PROJECT_ROOT, **env: str
+) -> tuple[Process, str]:
     """The API under a real gunicorn (gunicorn.conf.py, as production runs it) on a free
-    port, returned with its URL once it answers /healthz; stopped if it never does."""
+    port, from `project`, returned with its URL once it answers /healthz; stopped if it never does."""
     port = free_port()
     process = Process(
         name,
         [str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", "backend:create_app()"],
         service_env(redis_url, GUNICORN_BIND=f"127.0.0.1:{port}", **env),
         log_dir,
+        cwd=project,
     )
     url = f"http://127.0.0.1:{port}"
     try:

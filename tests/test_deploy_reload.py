@@ -8,9 +8,8 @@ import signal
 import pytest
 import requests
 
-from devtools.redis_server import free_port
-from tests.conftest import wait_until_http_ok
-from tests.processes import PROJECT_ROOT, VENV_BIN, Process, service_env, wait_until
+from tests.conftest import start_gunicorn
+from tests.processes import PROJECT_ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -20,17 +19,9 @@ NOT_DEPLOYED = shutil.ignore_patterns(".git", ".venv", ".env", "var", "__pycache
 def test_after_kill_hup_new_workers_run_the_deployed_code(idle_redis_url, tmp_path):
     project = tmp_path / "project"
     shutil.copytree(PROJECT_ROOT, project, ignore=NOT_DEPLOYED)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/healthz"
-    gunicorn = Process(
-        "gunicorn-hup",
-        [str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", "backend:create_app()"],
-        service_env(idle_redis_url, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="1"),
-        tmp_path,
-        cwd=project,
-    )
+    gunicorn, base_url = start_gunicorn(idle_redis_url, tmp_path, "gunicorn-hup", project, GUNICORN_WORKERS="1")
+    url = f"{base_url}/healthz"
     try:
-        wait_until_http_ok(gunicorn, url)
         assert "X-Request-ID" in requests.get(url, timeout=5).headers
         # The deploy: a module that the master itself imported (backend.logs imports it) changes.
         tracing = project / "backend" / "tracing.py"
