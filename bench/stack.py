@@ -56,6 +56,10 @@ class Service(Process):
         except psutil.NoSuchProcess:
             return []
 
+    def children(self) -> list[psutil.Process]:
+        """Its descendants only: gunicorn's workers, Celery's pool."""
+        return self.processes()[1:]
+
 
 def cpu_seconds(processes: list[psutil.Process]) -> float:
     """User + system CPU time the processes have used so far."""
@@ -144,7 +148,7 @@ class BenchStack:
 
         wait_until(answers, START_TIMEOUT_S, what=f"{name} to answer /healthz")
         # gunicorn answers as soon as its first worker boots; wait for all of them.
-        wait_until(lambda: len(api.processes()) - 1 >= self.gunicorn_workers_configured(),
+        wait_until(lambda: len(api.children()) >= self.gunicorn_workers_configured(),
                    START_TIMEOUT_S, what=f"every gunicorn worker of {name} to boot")
         return api
 
@@ -178,7 +182,7 @@ class BenchStack:
 
     def api_workers(self) -> list[psutil.Process]:
         assert self.api is not None
-        return self.api.processes()[1:]
+        return self.api.children()
 
     def start_worker(self, kind: str, ping: Callable[[str], object]) -> tuple[Service, str]:
         """Our worker (./celery_worker.sh) or Celery's defaults, consuming only HOLD_QUEUE,
