@@ -26,7 +26,7 @@ DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me"
 
 # A task running longer than this is killed: a runaway task cannot hold a
 # worker forever. Tasks may run longer than the visibility timeout: workers
-# renew their messages' leases while they run (backend/leases.py).
+# renew their messages' leases while they run (backend/taskqueue/leases.py).
 LONG_TASK_TIME_LIMIT = 3600
 LONG_TASK_SOFT_TIME_LIMIT = 3540
 # Seconds after which a message held by a worker that stopped renewing (killed,
@@ -37,8 +37,8 @@ BROKER_VISIBILITY_TIMEOUT = 60
 # sweep runs every 10 s but scans on every 10th call only, i.e. ~100 s).
 UNACKED_RESTORE_INTERVAL = 5
 # Celery's "<class>+<url>" form: the Redis result backend, minus a subscription per
-# submit, plus the task record's expiry with every state stored (backend/results.py).
-RESULTS_BACKEND_CLASS = "backend.results:JobsResultBackend"
+# submit, plus the task record's expiry with every state stored (backend/taskqueue/results.py).
+RESULTS_BACKEND_CLASS = "backend.taskqueue.results:JobsResultBackend"
 
 
 class ConfigError(RuntimeError):
@@ -95,6 +95,9 @@ class BaseConfig:
     DEBUG = False
     TESTING = False
     SUBMIT_RATE_LIMIT = "20/second;600/minute"
+    # The modules that define tasks: create_app imports them (they fill the registry of
+    # public tasks) and so does every worker (Celery's `imports`).
+    TASK_MODULES = ("backend.tasks", "backend.taskqueue.periodic")
 
     def __init__(self, environ: Mapping[str, str]):
         self.SECRET_KEY = environ.get("SECRET_KEY") or DEFAULT_SECRET_KEY
@@ -133,7 +136,7 @@ class BaseConfig:
         # Longest long-poll (GET /status/<id>?wait=): each waiting request holds a
         # gunicorn thread, so this bounds how long a client can keep one.
         self.STATUS_MAX_WAIT = _float(environ, "STATUS_MAX_WAIT", 30.0)
-        # Long-polls and event streams one API process lets wait at once (backend/waiting.py);
+        # Long-polls and event streams one API process lets wait at once (backend/api/waiting.py);
         # the next gets a 503. By default gunicorn's threads minus 4 kept for short requests.
         self.GUNICORN_THREADS = _int(environ, "GUNICORN_THREADS", DEFAULT_GUNICORN_THREADS)
         self.MAX_WAITING_REQUESTS = _int(environ, "MAX_WAITING_REQUESTS", max(1, self.GUNICORN_THREADS - 4))
@@ -151,12 +154,12 @@ class BaseConfig:
         self.FLOWER_URL = environ.get("FLOWER_URL") or f"http://127.0.0.1:{environ.get('FLOWER_PORT') or 5555}"
         # Seconds /readyz waits for a worker to answer a ping.
         self.READYZ_PING_TIMEOUT = _float(environ, "READYZ_PING_TIMEOUT", 1.0)
-        # Seconds an API process reuses the workers' answer to that ping (backend/health.py:
+        # Seconds an API process reuses the workers' answer to that ping (backend/ops/health.py:
         # each ping holds a thread for the whole timeout); 0 pings on every call.
         self.READYZ_CACHE_SECONDS = _float(environ, "READYZ_CACHE_SECONDS", 5.0)
         if not 0 <= self.READYZ_CACHE_SECONDS < math.inf:
             raise ConfigError("READYZ_CACHE_SECONDS must be 0 or a positive number of seconds")
-        # Seconds between heartbeats sent by celery beat (backend/periodic.py); 0 or "off": none.
+        # Seconds between heartbeats sent by celery beat (backend/taskqueue/periodic.py); 0 or "off": none.
         self.HEARTBEAT_INTERVAL = _seconds_or_off(environ, "HEARTBEAT_INTERVAL", 30.0)
         self._check_consistency()
         self.CELERY = self.celery_settings()
@@ -164,7 +167,7 @@ class BaseConfig:
     def _check_consistency(self) -> None:
         """Refuse settings that contradict each other, in every environment."""
         # Celery waits out the grace period in a signal handler, blocking the event
-        # loop that renews leases (backend/leases.py): the grace must end before
+        # loop that renews leases (backend/taskqueue/leases.py): the grace must end before
         # a lease could expire, or other workers re-run the tasks still running.
         grace_limit = self.BROKER_VISIBILITY_TIMEOUT * 2 / 3
         if self.WORKER_SOFT_SHUTDOWN_TIMEOUT >= grace_limit:
@@ -190,7 +193,7 @@ class BaseConfig:
         }
         return {
             "broker_url": self.BROKER_URL,
-            # See RESULTS_BACKEND_CLASS and backend/results.py.
+            # See RESULTS_BACKEND_CLASS and backend/taskqueue/results.py.
             "result_backend": f"{RESULTS_BACKEND_CLASS}+{self.RESULT_BACKEND}",
             # JSON only: a pickle payload in the queue would be code execution.
             "task_serializer": "json",
@@ -207,7 +210,7 @@ class BaseConfig:
             # or per request under gevent, whose greenlets count as threads. Safe: nothing
             # in the API waits on a result with AsyncResult.get(), the one unshared part.
             "result_backend_thread_safe": True,
-            # Off: the start script that marks the task record started (backend/records.py)
+            # Off: the start script that marks the task record started (backend/jobs/records.py)
             # stores and publishes Celery's STARTED state in the same round trip. Celery's own
             # write cost the worker 0.5 ms CPU per no-op task (2.64-2.74 vs 2.0-2.25, make bench).
             "task_track_started": False,
@@ -243,8 +246,8 @@ class BaseConfig:
             "worker_soft_shutdown_timeout": self.WORKER_SOFT_SHUTDOWN_TIMEOUT,
             "worker_enable_soft_shutdown_on_idle": False,
             # Reconnect within a second of Redis coming back; a deploy's requeue is
-            # not a death (backend/consumer.py).
-            "worker_consumer": "backend.consumer:JobsConsumer",
+            # not a death (backend/taskqueue/consumer.py).
+            "worker_consumer": "backend.taskqueue.consumer:JobsConsumer",
             # Never give up on the broker: kombu counts attempts, not time, so at 1 s apart
             # the default 100 would make every worker exit after ~100 s of Redis outage.
             "broker_connection_max_retries": None,
@@ -272,8 +275,8 @@ class BaseConfig:
             "redis_retry_on_timeout": False,
             # Tasks stay in their queue when routed to one that does not exist yet.
             "task_create_missing_queues": True,
-            # The internal tasks beat sends: every worker must know them by name.
-            "imports": ("backend.periodic",),
+            # Every worker knows every task by name: the public ones and those beat sends.
+            "imports": self.TASK_MODULES,
             "beat_schedule": self.beat_schedule(),
         }
 

@@ -33,11 +33,11 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 # shared by every instance on the machine; we do not use it, so two stacks never clash.
 control_socket_disable = True
 
-# --- Logs and metrics (backend/logs.py, backend/metrics.py) ---
+# --- Logs and metrics (backend/ops/logs.py, backend/ops/metrics.py) ---
 # The project's packages this file imports, directly or not: see post_fork.
 PROJECT_PACKAGES = {"config", "backend"}
-from backend import prometheus_dir  # noqa: E402
-from backend.logs import logging_config  # noqa: E402
+from backend.ops import prometheus_dir  # noqa: E402
+from backend.ops.logs import logging_config  # noqa: E402
 
 # gunicorn's default access line, plus the request id the API answered with.
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %({x-request-id}o)s'
@@ -61,7 +61,7 @@ def on_exit(server):
 
 
 def post_fork(server, worker):
-    # This file imported project modules into the master (config, backend.logs and what
+    # This file imported project modules into the master (config, backend.ops.logs and what
     # they import), and a forked worker inherits them. After `kill -HUP`, a deploy without
     # a restart, the master still holds the old code: drop it, so the worker imports the
     # deployed code when it loads the app. (The master's own hooks and log formatting keep

@@ -10,7 +10,7 @@ import logging.config
 import os
 
 from backend import create_app
-from backend.logs import logging_config
+from backend.ops.logs import logging_config
 
 
 def main() -> None:

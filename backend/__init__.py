@@ -1,5 +1,12 @@
 """A Flask API that runs long work on Celery workers, with Redis as broker and result backend.
 
+    backend/api/        HTTP: routes, errors, auth, limits, event stream, OpenAPI, dashboard
+    backend/jobs/       the job domain: states, records, watch, registry, the service layer
+    backend/taskqueue/  Celery on Redis: make_celery, the task base class, transport, worker side
+    backend/ops/        request ids, logs, metrics, health checks, the CLI
+    backend/tasks.py    the public tasks (the file you edit)
+    backend/worker.py   the worker's entry point (celery -A backend.worker)
+
 Importing this package opens no connection and starts nothing: call create_app().
 """
 
@@ -15,55 +22,68 @@ if TYPE_CHECKING:
 
 def create_app(config: BaseConfig | None = None) -> Flask:
     """The application factory: config (from the environment unless given), Celery, routes."""
+    import importlib
+
     import redis
     from flask import Flask
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from backend import metrics, tracing
-    from backend.auth import NoSessions
-    from backend.celery_app import make_celery
-    from backend.cli import register_commands
-    from backend.dashboard import create_dashboard
-    from backend.errors import register_error_handlers
-    from backend.health import WorkerPings
-    from backend.idempotency import IdempotencyKeys
-    from backend.openapi import create_spec, register_openapi
-    from backend.rate_limits import submit_limit
-    from backend.records import TaskRecords
-    from backend.views import create_blueprint
-    from backend.waiting import WaitingSlots
+    from backend import extensions
+    from backend.api import errors, openapi, routes
+    from backend.api.auth import NoSessions, authenticate
+    from backend.api.dashboard import bp as dashboard
+    from backend.api.rate_limits import submit_limit
+    from backend.api.waiting import WaitingSlots
+    from backend.jobs.idempotency import IdempotencyKeys
+    from backend.jobs.records import JobRecords
+    from backend.jobs.watch import Subscriptions
+    from backend.ops import cli, metrics, tracing
+    from backend.ops.health import WorkerPings
+    from backend.taskqueue.celery_app import make_celery
     from config import load_config
 
     config = config or load_config()
+    # The task modules fill the registry of public tasks, which the routes are made from.
+    for module in config.TASK_MODULES:
+        importlib.import_module(module)
     app = Flask(__name__)
     app.config.from_mapping(config.to_flask())
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider's
     app.session_interface = NoSessions()
     # First: every later hook (auth, limits, metrics) may end the request, and its
     # response must still carry the request id.
     tracing.init_app(app)
-    metrics.init_app(app)
+    metrics.init_app(app, authenticate)
     if config.TRUSTED_PROXY_HOPS:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.TRUSTED_PROXY_HOPS, x_proto=config.TRUSTED_PROXY_HOPS)
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=config.TRUSTED_PROXY_HOPS, x_proto=config.TRUSTED_PROXY_HOPS
+        )
 
-    # Task records live beside the results; the client connects lazily, on first use.
-    records_client = redis.Redis.from_url(
+    # Job records live beside the results; the client connects lazily, on first use.
+    redis_client = redis.Redis.from_url(
         config.RESULT_BACKEND,
         socket_timeout=config.REDIS_SOCKET_TIMEOUT,
         socket_connect_timeout=config.REDIS_CONNECT_TIMEOUT,
     )
-    records = app.extensions["task_records"] = TaskRecords(records_client, config.RESULT_EXPIRES)
-    app.extensions["waiting_slots"] = WaitingSlots(config.MAX_WAITING_REQUESTS)
-    # A caller waits at most for one ping under way (its timeout), plus a margin.
-    app.extensions["worker_pings"] = WorkerPings(config.READYZ_CACHE_SECONDS, 2 * config.READYZ_PING_TIMEOUT + 1)
-    # Idempotency keys live and expire with the task records they point to.
-    app.extensions["idempotency_keys"] = IdempotencyKeys(records)
-    make_celery(app)
+    records = JobRecords(redis_client, config.RESULT_EXPIRES)
+    extensions.init_app(
+        app,
+        extensions.Services(
+            records=records,
+            subscriptions=Subscriptions(redis_client),
+            # Idempotency keys live and expire with the job records they point to.
+            idempotency_keys=IdempotencyKeys(records),
+            waiting_slots=WaitingSlots(config.MAX_WAITING_REQUESTS),
+            # A caller waits at most for one ping under way (its timeout), plus a margin.
+            worker_pings=WorkerPings(config.READYZ_CACHE_SECONDS, 2 * config.READYZ_PING_TIMEOUT + 1),
+        ),
+    )
+    make_celery(app, records)
 
-    spec = create_spec(bearer_auth=bool(config.API_TOKENS))
-    app.register_blueprint(create_blueprint(spec, submit_limit(app)))
-    app.register_blueprint(create_dashboard())
-    register_openapi(app, spec)
-    register_error_handlers(app)
-    register_commands(app)
+    spec = openapi.create_spec(bearer_auth=bool(config.API_TOKENS))
+    app.register_blueprint(routes.create_blueprint(spec, submit_limit(app)))
+    app.register_blueprint(dashboard)
+    openapi.init_app(app, spec)
+    errors.init_app(app)
+    cli.init_app(app)
     return app

@@ -9,7 +9,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from backend.registry import public_task
+from backend.jobs.registry import public_task
 
 # A long task must finish well inside its hard time limit (config.LONG_TASK_TIME_LIMIT).
 LONG_TASK_MAX_SECONDS = 3000

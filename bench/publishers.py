@@ -23,11 +23,11 @@ def load_noop(kind: str, target: Mapping[str, str] | str):
     """The `noop` task of one side: `target` is the environment (ours) or the Redis URL (defaults)."""
     if kind == "ours":
         import bench.tasks  # noqa: F401  (registers noop)
-        from backend import create_app
+        from backend import create_app, extensions
         from bench.app import apply_candidate_settings
         from config import load_config
 
-        celery = create_app(load_config(dict(target))).extensions["celery"]
+        celery = extensions.celery_app(create_app(load_config(dict(target))))
         apply_candidate_settings(celery, target)
         return celery.tasks["noop"]
     from bench.defaults_app import make_app

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from backend.registry import public_task
+from backend.jobs.registry import public_task
 
 
 class NoopInput(BaseModel):

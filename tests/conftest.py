@@ -16,6 +16,7 @@ import redis
 import requests
 
 from backend import create_app
+from backend import extensions
 from config import TestingConfig
 from devtools.redis_server import RedisServer, free_port
 from tests.processes import PROJECT_ROOT, VENV_BIN, Process, service_env, wait_until
@@ -94,7 +95,7 @@ def start_worker(
         ),
         log_dir,
     )
-    celery = make_app(redis_url).extensions["celery"]
+    celery = extensions.celery_app(make_app(redis_url))
 
     def answers_ping():
         assert process.alive(), f"worker exited:\n{process.log_tail()}"

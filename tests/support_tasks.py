@@ -13,13 +13,13 @@ import time
 
 from celery import shared_task
 from celery.signals import task_prerun
-from flask import current_app
 
+from backend import extensions
 EXECUTIONS = "test:executions"
 
 
 def _redis():
-    return current_app.extensions["task_records"].client
+    return extensions.job_records().client
 
 
 @task_prerun.connect

@@ -1,4 +1,4 @@
-"""The operator CLI (`flask tasks ...`, `flask workers`) on the API's service layer."""
+"""The operator CLI (`flask jobs ...`, `flask workers`) on the API's service layer."""
 
 import json
 import subprocess
@@ -16,7 +16,7 @@ def invoke(app, *args: str):
 
 
 def status_of(app, task_id: str, *options: str) -> dict:
-    result = invoke(app, "tasks", "status", task_id, *options)
+    result = invoke(app, "jobs", "status", task_id, *options)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -28,7 +28,7 @@ def assert_fails_with(result, message: str) -> None:
 
 
 def test_submit_prints_the_task_id_then_its_status(app, worker):
-    result = invoke(app, "tasks", "submit", "add", "--json", '{"x": 1, "y": 2}')
+    result = invoke(app, "jobs", "submit", "add", "--json", '{"x": 1, "y": 2}')
     assert result.exit_code == 0, result.output
     task_id, status_line = result.stdout.splitlines()
     status = json.loads(status_line)
@@ -40,7 +40,7 @@ def test_submit_prints_the_task_id_then_its_status(app, worker):
 
 def test_status_of_an_unknown_id_fails_with_the_apis_message(app, client):
     api_message = client.get("/status/never-submitted").get_json()["error"]["message"]
-    assert_fails_with(invoke(app, "tasks", "status", "never-submitted"), api_message)
+    assert_fails_with(invoke(app, "jobs", "status", "never-submitted"), api_message)
 
 
 @pytest.mark.parametrize(
@@ -58,20 +58,20 @@ def test_bad_submits_fail_with_the_apis_message_and_enqueue_nothing(
 ):
     api_message = getattr(idle_client, method)(path, data=body, content_type="application/json").get_json()["error"]["message"]
     queued = idle_queue_length()
-    assert_fails_with(invoke(idle_app, "tasks", "submit", *cli_args), api_message)
+    assert_fails_with(invoke(idle_app, "jobs", "submit", *cli_args), api_message)
     assert idle_queue_length() == queued
 
 
 def test_cancel_of_a_queued_task_revokes_it(idle_app):
-    task_id = invoke(idle_app, "tasks", "submit", "long_task", "--json", '{"steps": 2}').stdout.splitlines()[0]
-    result = invoke(idle_app, "tasks", "cancel", task_id)
+    task_id = invoke(idle_app, "jobs", "submit", "long_task", "--json", '{"steps": 2}').stdout.splitlines()[0]
+    result = invoke(idle_app, "jobs", "cancel", task_id)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["state"] == "REVOKED"
-    assert_fails_with(invoke(idle_app, "tasks", "cancel", task_id), f"task {task_id} already ended in state REVOKED")
+    assert_fails_with(invoke(idle_app, "jobs", "cancel", task_id), f"task {task_id} already ended in state REVOKED")
 
 
 def test_workers_lists_each_worker_and_its_running_tasks(app, worker):
-    task_id = invoke(app, "tasks", "submit", "long_task", "--json", '{"steps": 20, "step_seconds": 0.2}').stdout.split()[0]
+    task_id = invoke(app, "jobs", "submit", "long_task", "--json", '{"steps": 20, "step_seconds": 0.2}').stdout.split()[0]
     try:
         wait_until(lambda: status_of(app, task_id)["state"] in {"STARTED", "PROGRESS"}, 20)
         result = invoke(app, "workers")
@@ -79,7 +79,7 @@ def test_workers_lists_each_worker_and_its_running_tasks(app, worker):
         assert f"{worker}: " in result.stdout
         assert any(line.split()[:2] == [task_id, "long_task"] for line in result.stdout.splitlines())
     finally:
-        invoke(app, "tasks", "cancel", task_id)
+        invoke(app, "jobs", "cancel", task_id)
 
 
 def test_workers_fails_when_no_worker_answers(idle_app):
@@ -88,7 +88,7 @@ def test_workers_fails_when_no_worker_answers(idle_app):
 
 @pytest.mark.parametrize(
     "args",
-    [("tasks", "submit", "add", "--json", '{"x": 1, "y": 2}'), ("tasks", "status", "some-id"), ("tasks", "cancel", "some-id"), ("workers",)],
+    [("jobs", "submit", "add", "--json", '{"x": 1, "y": 2}'), ("jobs", "status", "some-id"), ("jobs", "cancel", "some-id"), ("workers",)],
     ids=["submit", "status", "cancel", "workers"],
 )
 def test_a_redis_outage_fails_fast_with_one_line(args):
@@ -113,16 +113,16 @@ def test_the_flask_command_finds_the_app_from_the_project_root(worker_redis_url,
             timeout=60,
         )
 
-    submitted = flask("tasks", "submit", "add", "--json", '{"x": 20, "y": 22}')
+    submitted = flask("jobs", "submit", "add", "--json", '{"x": 20, "y": 22}')
     assert submitted.returncode == 0, submitted.stderr
     task_id = submitted.stdout.splitlines()[0]
 
     def succeeded():
-        status = json.loads(flask("tasks", "status", task_id, "--wait", "5").stdout)
+        status = json.loads(flask("jobs", "status", task_id, "--wait", "5").stdout)
         return status if status["state"] == "SUCCESS" else None
 
     assert wait_until(succeeded, 30)["result"] == 42.0
 
-    unknown = flask("tasks", "status", "never-submitted")
+    unknown = flask("jobs", "status", "never-submitted")
     assert unknown.returncode == 1
     assert unknown.stderr.strip() == "Error: no task with id 'never-submitted' (never submitted, or expired)"

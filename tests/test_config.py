@@ -4,7 +4,8 @@ import subprocess
 
 import pytest
 
-from backend.transport import Transport
+from backend.taskqueue.transport import Transport
+from backend import extensions
 from config import DEFAULT_REDIS_URL, ConfigError, DevelopmentConfig, ProductionConfig, load_config
 from tests.conftest import make_app
 from tests.processes import PROJECT_ROOT, service_env
@@ -148,7 +149,7 @@ def test_log_format_is_text_unless_json_is_asked_and_a_typo_is_refused():
 def test_redis_broker_urls_get_our_transport_and_keep_their_scheme_and_tls(scheme, tls):
     # Flower picks its broker view from the scheme; kombu turns TLS on from it.
     app = make_app(f"{scheme}://127.0.0.1:6390/0")
-    with app.extensions["celery"].connection_for_write() as connection:
+    with extensions.celery_app(app).connection_for_write() as connection:
         assert isinstance(connection.transport, Transport)
         assert connection.as_uri().startswith(f"{scheme}://")
         assert bool(connection.ssl) is tls

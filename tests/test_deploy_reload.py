@@ -24,12 +24,12 @@ def test_after_kill_hup_new_workers_run_the_deployed_code(idle_redis_url, tmp_pa
     try:
         assert "X-Request-ID" in requests.get(url, timeout=5).headers
         # The deploy: a module that the master itself imported (backend.logs imports it) changes.
-        tracing = project / "backend" / "tracing.py"
+        tracing = project / "backend" / "ops" / "tracing.py"
         tracing.write_text(tracing.read_text().replace('HEADER = "X-Request-ID"', 'HEADER = "X-Deployed-ID"'))
         gunicorn.popen.send_signal(signal.SIGHUP)
         wait_until(
             lambda: "X-Deployed-ID" in requests.get(url, timeout=5).headers, 30,
-            what="a worker started after the HUP to run the deployed backend/tracing.py",
+            what="a worker started after the HUP to run the deployed backend/ops/tracing.py",
         )
     finally:
         gunicorn.stop()

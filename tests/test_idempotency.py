@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from backend import extensions
 from devtools.redis_server import free_port
 from tests.conftest import make_app
 
@@ -70,7 +71,7 @@ def test_a_malformed_key_is_400(idle_client, key):
 
 def test_keys_expire_with_the_results(idle_app, idle_client):
     idle_client.post("/add", json=ADD, headers=key_header())
-    redis_client = idle_app.extensions["task_records"].client
+    redis_client = extensions.services(idle_app).records.client
     ttls = [redis_client.ttl(key) for key in redis_client.scan_iter("idempotency:*")]
     assert ttls and all(0 < ttl <= idle_app.config["RESULT_EXPIRES"] for ttl in ttls)
 

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from backend import extensions
 from tests.conftest import cancel_during_long_poll, make_app, wait_for_state
 from tests.processes import wait_until
 
@@ -77,7 +78,7 @@ def test_a_process_lets_only_so_many_requests_wait_and_answers_the_next_503(idle
     task_id = client.post("/add", json={"x": 1, "y": 2}).get_json()["task_id"]  # stays QUEUED: no worker
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(client.get, f"/status/{task_id}?wait=2")
-        wait_until(lambda: app.extensions["waiting_slots"].in_use == 1, timeout=5, what="the long-poll to wait")
+        wait_until(lambda: extensions.services(app).waiting_slots.in_use == 1, timeout=5, what="the long-poll to wait")
         refused = client.get(f"/status/{task_id}?wait=2")
         stream = client.get(f"/status/{task_id}/events")
         assert refused.status_code == stream.status_code == 503
@@ -90,8 +91,8 @@ def test_a_process_lets_only_so_many_requests_wait_and_answers_the_next_503(idle
 
 def test_a_long_poll_refused_for_an_unknown_id_keeps_the_threads_subscriber_connection(idle_app, idle_client):
     # A caller's error leaves the kept pub/sub connection as it was: no reconnect per 404.
-    records = idle_app.extensions["task_records"]
+    subscriptions = extensions.services(idle_app).subscriptions
     idle_client.get(f"/status/{submit_queued(idle_client)}?wait=0.1")
-    kept = records._waiters.pubsub
+    kept = subscriptions._kept.pubsub
     assert idle_client.get("/status/00000000-0000-4000-8000-000000000000?wait=1").status_code == 404
-    assert records._waiters.pubsub is kept
+    assert subscriptions._kept.pubsub is kept

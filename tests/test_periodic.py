@@ -9,10 +9,11 @@ import time
 import pytest
 import redis
 
-from backend.health import BEAT_NODE_PREFIX
-from backend.periodic import HEARTBEAT_KEY, HEARTBEAT_TASK, last_heartbeat, record_heartbeat
-from backend.records import KEY_PREFIX
-from backend.registry import public_tasks
+from backend import extensions
+from backend.ops.health import BEAT_NODE_PREFIX
+from backend.taskqueue.periodic import HEARTBEAT_KEY, HEARTBEAT_TASK, last_heartbeat, record_heartbeat
+from backend.jobs.records import KEY_PREFIX
+from backend.jobs.registry import public_tasks
 from config import ConfigError, load_config
 from devtools.redis_server import free_port
 from tests.conftest import db_url, make_app, start_worker
@@ -53,7 +54,7 @@ def test_a_malformed_heartbeat_interval_is_refused_with_its_name(value):
 
 
 def test_workers_import_the_periodic_tasks():
-    assert "backend.periodic" in load_config({}).CELERY["imports"]
+    assert "backend.taskqueue.periodic" in load_config({}).CELERY["imports"]
 
 
 # --- the heartbeat is internal ---------------------------------------------------------------
@@ -65,7 +66,7 @@ def test_the_heartbeat_is_not_a_public_task(idle_client):
 
 
 def test_the_heartbeat_ignores_its_result_and_keeps_no_job_record(idle_app):
-    task = idle_app.extensions["celery"].tasks[HEARTBEAT_TASK]
+    task = extensions.celery_app(idle_app).tasks[HEARTBEAT_TASK]
     assert task.ignore_result is True
     assert task.job_record is False
 
@@ -182,7 +183,7 @@ def test_readyz_reports_a_fresh_heartbeat(beat_stack):
 def test_beat_answers_its_health_check_ping_but_is_not_counted_as_a_worker(beat_stack):
     app = make_app(beat_stack["redis_url"])
     beat_node = f"{BEAT_NODE_PREFIX}{socket.gethostname()}"
-    replies = app.extensions["celery"].control.ping(destination=[beat_node], timeout=2)
+    replies = extensions.celery_app(app).control.ping(destination=[beat_node], timeout=2)
     assert replies == [{beat_node: {"ok": "pong"}}]
     assert app.test_client().get("/readyz").get_json()["workers"]["names"] == [beat_stack["worker"]]
 

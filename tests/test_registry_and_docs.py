@@ -26,7 +26,7 @@ def test_openapi_document_describes_every_route_from_the_models(idle_client):
     assert set(paths["/longtask"]) >= {"get", "post"}
     schemas = spec["components"]["schemas"]
     assert any(name.startswith("LongTaskInput") for name in schemas)
-    assert any(name.startswith("TaskStatus") for name in schemas)
+    assert any(name.startswith("JobStatus") for name in schemas)
 
 
 def test_docs_page_is_served(idle_client):

@@ -15,7 +15,7 @@ import time
 import pytest
 import redis
 
-from backend.records import TaskRecords
+from backend.jobs.watch import Subscriptions
 from devtools.redis_server import RedisServer, free_port
 from tests.conftest import cancel_during_long_poll, make_app
 
@@ -76,12 +76,12 @@ def proxy(redis_server):
 
 
 def test_a_subscription_is_in_effect_once_confirmed(proxy, idle_redis_url):
-    records = TaskRecords(redis.Redis.from_url(proxy.url(1), socket_timeout=5), 60)
+    subscriptions = Subscriptions(redis.Redis.from_url(proxy.url(1), socket_timeout=5))
     direct = redis.Redis.from_url(idle_redis_url)
-    with records.subscribed("channel-a") as subscription:
+    with subscriptions.subscribed("channel-a") as subscription:
         subscription.confirm()
         assert direct.pubsub_numsub("channel-a") == [(b"channel-a", 1)]
-    with records.subscribed("channel-b") as subscription:  # the thread's kept connection
+    with subscriptions.subscribed("channel-b") as subscription:  # the thread's kept connection
         with pytest.raises(RuntimeError):
             subscription.wait(1)  # before confirm(): it could miss what it waits for
         subscription.confirm()
@@ -89,7 +89,7 @@ def test_a_subscription_is_in_effect_once_confirmed(proxy, idle_redis_url):
         direct.publish("channel-b", "changed")
         assert subscription.wait(5)
         assert not subscription.wait(0.2)  # the burst was read with the first message
-    subscription = records.subscription("channel-c")  # an event stream's own connection
+    subscription = subscriptions.subscription("channel-c")  # an event stream's own connection
     try:
         assert direct.pubsub_numsub("channel-c") == [(b"channel-c", 1)]
     finally:

@@ -5,6 +5,7 @@ import uuid
 
 import redis
 
+from backend import extensions
 from backend.tasks import long_task
 from tests.conftest import wait_for_state
 from tests.processes import wait_until
@@ -111,7 +112,7 @@ def test_a_later_attempt_stores_started_over_the_earlier_attempts_state(app, wor
     # A retry, or a redelivery after a lost worker, must not show the earlier attempt's
     # RETRY or last progress while it runs: the start script stores STARTED and publishes it.
     redis_client = redis.Redis.from_url(worker_redis_url, socket_timeout=2)
-    records = app.extensions["task_records"]
+    records = extensions.services(app).records
     task_id = f"later-attempt-{uuid.uuid4().hex}"
     result_key = f"celery-task-meta-{task_id}"
     redis_client.set(result_key, json.dumps({"status": "RETRY", "result": {"exc_type": "RuntimeError"}, "task_id": task_id}))

@@ -9,6 +9,7 @@ import time
 
 import redis
 
+from backend import extensions
 import tests.support_tasks  # noqa: F401  (registers the tests.* tasks)
 from tests.conftest import make_app, wait_for_state
 from tests.processes import Process, wait_until
@@ -21,7 +22,7 @@ class Jobs:
     def __init__(self, redis_url: str, **config: str):
         self.app = make_app(redis_url, **config)
         self.client = self.app.test_client()
-        self.celery = self.app.extensions["celery"]
+        self.celery = extensions.celery_app(self.app)
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, decode_responses=True)
 
     def submit(self, name: str, **kwargs) -> str:

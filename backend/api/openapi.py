@@ -8,8 +8,8 @@ from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from spectree.page import PAGE_TEMPLATES
 from spectree.plugins.flask_plugin import FlaskPlugin
 
-from backend.events import openapi_operation as event_stream_operation
-from backend.schemas import ErrorBody
+from backend.api.events import openapi_operation as event_stream_operation
+from backend.api.schemas import ErrorBody
 
 DOCS_PATH = "docs"
 
@@ -68,16 +68,11 @@ def create_spec(*, bearer_auth: bool) -> SpecTree:
     )
 
 
-def register_openapi(app: Flask, spec: SpecTree) -> None:
+def init_app(app: Flask, spec: SpecTree) -> None:
+    """Serve the document at /openapi.json and Swagger UI at /docs (after the routes are bound)."""
     spec.register(app)
-
-    @app.get("/openapi.json")
-    def openapi_document():
-        return jsonify(spec.spec)
-
-    @app.get("/docs")
-    def docs_page():
-        return redirect(f"/{DOCS_PATH}/swagger/")
+    app.add_url_rule("/openapi.json", "openapi_document", lambda: jsonify(spec.spec))
+    app.add_url_rule("/docs", "docs_page", lambda: redirect(f"/{DOCS_PATH}/swagger/"))
 
 
 def _optional_bodies(document: dict) -> None:
@@ -113,7 +108,7 @@ def _link_task_ids(document: dict) -> None:
 
 
 def _document_event_stream(document: dict) -> None:
-    """GET /status/{task_id}/events, which spectree cannot document (see backend/events.py),
+    """GET /status/{task_id}/events, which spectree cannot document (see backend/api/events.py),
     with the same error responses as the status route."""
     status = document["paths"]["/status/{task_id}"]["get"]
     errors = {code: status["responses"][code] for code in ("401", "404", "503") if code in status["responses"]}

@@ -4,13 +4,13 @@
   its `_count` is the number of requests by route and status. `route` is the URL
   rule (`/status/<task_id>`), never the raw path, so task ids do not multiply series.
 - `flask_http_request_total{method,status}`: requests by status.
-- `jobs_submitted_total{task}`: tasks published by the API (jobs.submit), not
-  failed submits, not idempotent replays.
+- `jobs_submitted_total{task}`: jobs the API published, by task; not failed
+  submits, not idempotent replays.
 - `jobs_unavailable_responses_total{route}`: 503s (Redis, or for /readyz the
   workers, unavailable), for alerting without parsing status labels.
 
 Under gunicorn, PROMETHEUS_MULTIPROC_DIR (prepared by gunicorn.conf.py, see
-backend/prometheus_dir.py) makes every worker process write its samples there and
+backend/ops/prometheus_dir.py) makes every worker process write its samples there and
 /metrics sum them all. Without it (tests, run.py) each app has a registry of its own.
 /metrics asks for the bearer token like every API route, and is not rate-limited.
 
@@ -22,13 +22,14 @@ without), mostly the histogram's and counter's label lookups.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
-from flask import Flask, Request, Response, current_app, request
+from flask import Flask, Request, Response, request
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_flask_exporter import PrometheusMetrics
 
-from backend.auth import authenticate
-from backend.registry import public_tasks
+from backend import extensions
+from backend.jobs.registry import public_tasks
 
 UNMATCHED_ROUTE = "<unmatched>"
 
@@ -42,9 +43,9 @@ def route(req: Request) -> str:
 class JobMetrics:
     """The service's own counters, beside the exporter's HTTP metrics."""
 
-    def __init__(self, registry: CollectorRegistry):
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.submitted = Counter(
-            "jobs_submitted_total", "Tasks published by the API, by task name", ["task"], registry=registry
+            "jobs_submitted_total", "Jobs published by the API, by task name", ["task"], registry=registry
         )
         self.unavailable = Counter(
             "jobs_unavailable_responses_total",
@@ -54,26 +55,27 @@ class JobMetrics:
         )
 
 
-def _authenticated(view):
-    @functools.wraps(view)
-    def metrics_view():
-        authenticate()  # the API's bearer token when API_TOKENS is set; 401 otherwise
-        return view()
-
-    return metrics_view
-
-
 def count_submit(task_name: str) -> None:
-    current_app.extensions["metrics"].submitted.labels(task=task_name).inc()
+    extensions.job_metrics().submitted.labels(task=task_name).inc()
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, authenticate: Callable[[], None]) -> None:
+    """/metrics for `app`, behind `authenticate` (the API's bearer token check)."""
+
+    def authenticated(view: Callable[[], Response]) -> Callable[[], Response]:
+        @functools.wraps(view)
+        def metrics_view() -> Response:
+            authenticate()  # raises the API's 401 when API_TOKENS is set and the token is wrong
+            return view()
+
+        return metrics_view
+
     # A registry per app: the tests build many apps in one process, and the default
     # registry refuses a second metric of the same name (the exporter would then
     # silently skip every app after the first).
     registry = CollectorRegistry()
-    PrometheusMetrics(app, registry=registry, group_by=route, metrics_decorator=_authenticated)
-    metrics = app.extensions["metrics"] = JobMetrics(registry)
+    PrometheusMetrics(app, registry=registry, group_by=route, metrics_decorator=authenticated)
+    metrics = app.extensions[extensions.METRICS] = JobMetrics(registry)
     # Every public task's series exists from the start (at 0): rate() and alerts see the first submit.
     for name in public_tasks():
         metrics.submitted.labels(task=name)

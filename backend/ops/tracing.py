@@ -67,4 +67,4 @@ def init_app(app: Flask) -> None:
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)
     # Process-wide, like every Celery signal: one receiver serves every app (dispatch_uid).
-    before_task_publish.connect(_add_to_message, weak=False, dispatch_uid="backend.tracing")
+    before_task_publish.connect(_add_to_message, weak=False, dispatch_uid="backend.ops.tracing")

@@ -1,4 +1,6 @@
-"""Response shapes of the API, as pydantic models: they generate /openapi.json."""
+"""Shapes only HTTP has (query strings, the 202 of a submit, errors, the task list,
+health), as pydantic models: with the job status (backend/jobs/status.py) they
+generate /openapi.json."""
 
 from __future__ import annotations
 
@@ -6,42 +8,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-TaskState = Literal["QUEUED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED"]
-FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
-
-
-class Progress(BaseModel):
-    current: int
-    total: int
-    percent: float = Field(description="current / total × 100, rounded to 0.1.")
-    message: str
-
-
-class TaskError(BaseModel):
-    type: str = Field(description="The exception's class name.")
-    message: str
-
-
-class TaskStatus(BaseModel):
-    """The same object in every state; fields that do not apply are null."""
-
-    task_id: str
-    name: str
-    state: TaskState
-    progress: Progress | None
-    result: Any = Field(description="The task's return value once SUCCESS, else null.")
-    error: TaskError | None
-    submitted_at: str | None = Field(description="ISO 8601, UTC.")
-    started_at: str | None
-    finished_at: str | None
-
-
 class StatusQuery(BaseModel):
     wait: float = Field(
         default=0,
         ge=0,
         le=60,
-        description="Long-poll: answer as soon as the task's state or progress changes, "
+        description="Long-poll: answer as soon as the job's state or progress changes, "
         "or after this many seconds (at most STATUS_MAX_WAIT, 30 by default). 0 answers at once.",
     )
 
@@ -87,5 +59,5 @@ class Readiness(BaseModel):
     status: Literal["ready", "unavailable"]
     redis: dict[str, Any]
     workers: dict[str, Any]
-    # Reported, not required for "ready" (backend/health.py).
+    # Reported, not required for "ready" (backend/ops/health.py).
     heartbeat: dict[str, Any]

@@ -1,9 +1,10 @@
-"""Task records: what Celery's result backend cannot tell us.
+"""Following a job as it changes: Redis pub/sub on the channel its state is published on.
 
-Celery reports PENDING both for a queued task and for an id nobody ever
-submitted. A small Redis hash per task (`job:<id>`), written before the
-message is published, tells them apart, and holds the timestamps and the
-cancellation flag. It lives beside the results and expires with them.
+Every state the worker stores is also published on the job's result key
+(backend/taskqueue/results.py). The long-poll and the event stream both wait on
+that channel through a Watch, the one place that orders "subscribe, confirm,
+read the status, wait": a read before the subscription is in effect could miss
+a change published in between, and the wait would then last its whole bound.
 """
 
 from __future__ import annotations
@@ -12,68 +13,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from typing import Generic, TypeVar
 
 import redis
 from redis.client import PubSub
 
-KEY_PREFIX = "job:"
-
-# Atomic with the API's cancel: a task either starts or is cancelled first,
-# never both. A record missing (e.g. a task sent by other code) is created so
-# its status can be looked up while it runs. With a result key (KEYS[2]), Celery's
-# STARTED state (ARGV[5]) is stored there and published, as task_track_started
-# would, in this same round trip; a retry or redelivery then no longer shows the
-# earlier attempt's RETRY or progress while it runs. Returns 0 if cancelled, else how
-# many times this attempt (ARGV[4], Celery's retry count) has been delivered:
-# above 1, earlier deliveries died with their worker before they could finish.
-_START_UNLESS_CANCELLED = """
-if redis.call('HEXISTS', KEYS[1], 'cancel_requested_at') == 1 then
-  return 0
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'name', ARGV[3])
-end
-redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
-local deliveries = 1
-if redis.call('HGET', KEYS[1], 'attempt') == ARGV[4] then
-  deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
-else
-  redis.call('HSET', KEYS[1], 'attempt', ARGV[4], 'deliveries', 1)
-end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-if #KEYS > 1 then
-  redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[2])
-  redis.call('PUBLISH', KEYS[2], ARGV[5])
-end
-return deliveries
-"""
-
-# A delivery that a stopping worker hands back (SIGTERM, soft shutdown) did not
-# die: take it off the count, for this attempt only and never below zero.
-_UNCOUNT_DELIVERY = """
-if redis.call('HGET', KEYS[1], 'attempt') == ARGV[1]
-   and tonumber(redis.call('HGET', KEYS[1], 'deliveries') or '0') > 0 then
-  redis.call('HINCRBY', KEYS[1], 'deliveries', -1)
-end
-"""
-
-# Returns 1 when the task had not started yet (so it never will), 0 otherwise.
-_REQUEST_CANCEL = """
-redis.call('HSETNX', KEYS[1], 'cancel_requested_at', ARGV[1])
-if redis.call('HEXISTS', KEYS[1], 'started_at') == 1 then
-  return 0
-end
-return 1
-"""
-
-
 # How long to wait for Redis to confirm a subscription when the client has no socket timeout.
 DEFAULT_REPLY_TIMEOUT = 5.0
 
-
-def utcnow_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+Status = TypeVar("Status")
 
 
 class Subscription:
@@ -152,50 +100,13 @@ class Subscription:
         return False
 
 
-class TaskRecords:
-    """Reads and writes `job:<id>` hashes with one Redis client."""
+class Subscriptions:
+    """Pub/sub connections of one Redis client: a new one per event stream, and one
+    kept per thread for long-polls."""
 
-    def __init__(self, client: redis.Redis, ttl_seconds: int):
+    def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self.ttl = ttl_seconds
-        self._start = client.register_script(_START_UNLESS_CANCELLED)
-        self._cancel = client.register_script(_REQUEST_CANCEL)
-        self._uncount = client.register_script(_UNCOUNT_DELIVERY)
-        self._waiters = threading.local()
-
-    @staticmethod
-    def key(task_id: str) -> str:
-        return KEY_PREFIX + task_id
-
-    @staticmethod
-    def new_record(name: str) -> dict[str, str]:
-        """The fields of a record when its task is submitted (the worker adds the rest)."""
-        return {"name": name, "submitted_at": utcnow_iso()}
-
-    def create(self, task_id: str, name: str) -> None:
-        pipe = self.client.pipeline()
-        pipe.hset(self.key(task_id), mapping=self.new_record(name))
-        pipe.expire(self.key(task_id), self.ttl)
-        pipe.execute()
-
-    def delete(self, task_id: str) -> None:
-        self.client.delete(self.key(task_id))
-
-    def get(self, task_id: str) -> dict[str, str] | None:
-        return self._decode(self.client.hgetall(self.key(task_id)))
-
-    def get_with(self, task_id: str, other_key: str) -> tuple[dict[str, str] | None, bytes | None]:
-        """The record and the raw value of `other_key` (the task's result, which lives
-        in the same Redis) in one round trip: half the cost of a status read."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(self.key(task_id))
-        pipe.get(other_key)
-        raw_record, value = pipe.execute()
-        return self._decode(raw_record), value
-
-    @staticmethod
-    def _decode(raw: dict[bytes, bytes]) -> dict[str, str] | None:
-        return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+        self._kept = threading.local()
 
     def subscription(self, channel: bytes | str) -> Subscription:
         """A pub/sub connection of its own, subscribed to `channel` (confirmed); close() it when done."""
@@ -219,7 +130,7 @@ class TaskRecords:
         one. An error of the caller's own (a 404, a 503 for too many waits) leaves the
         connection as it was; any other closes it, so no broken state is kept.
         """
-        pubsub = getattr(self._waiters, "pubsub", None)
+        pubsub = getattr(self._kept, "pubsub", None)
         if pubsub is not None and set(pubsub.channels) - set(pubsub.pending_unsubscribe_channels):
             # Still subscribed to an earlier channel: redis-py re-subscribes every known
             # channel when it reconnects, pending unsubscribes included. Start afresh.
@@ -244,11 +155,11 @@ class TaskRecords:
             kept = True
         finally:
             if not kept:
-                self._waiters.pubsub = None
+                self._kept.pubsub = None
                 (subscription.pubsub if subscription is not None else pubsub).close()
 
     def _new_kept_pubsub(self) -> PubSub:
-        pubsub = self._waiters.pubsub = self.client.pubsub()
+        pubsub = self._kept.pubsub = self.client.pubsub()
         return pubsub
 
     @staticmethod
@@ -259,27 +170,34 @@ class TaskRecords:
         subscription.pubsub.unsubscribe(subscription.channel)
 
     def _reply_timeout(self) -> float:
-        return self.client.get_connection_kwargs().get("socket_timeout") or DEFAULT_REPLY_TIMEOUT
+        return float(self.client.get_connection_kwargs().get("socket_timeout") or DEFAULT_REPLY_TIMEOUT)
 
-    def start_unless_cancelled(
-        self, task_id: str, name: str, attempt: int = 0, started: tuple[bytes | str, str] | None = None
-    ) -> int:
-        """Mark the task started and store `started` (result key, STARTED meta as JSON):
-        0 if it was cancelled before it started, else the number of times this attempt
-        has now been delivered (1 normally)."""
-        keys, meta = [self.key(task_id)], ""
-        if started is not None:
-            result_key, meta = started
-            keys.append(result_key)
-        return int(self._start(keys=keys, args=[utcnow_iso(), self.ttl, name, attempt, meta]))
 
-    def uncount_delivery(self, task_id: str, attempt: int = 0) -> None:
-        """The worker handed this delivery back on purpose: do not count it as a death."""
-        self._uncount(keys=[self.key(task_id)], args=[attempt])
+class Watch(Generic[Status]):
+    """A job's status, read only once its subscription is in effect, and its changes.
 
-    def request_cancel(self, task_id: str) -> bool:
-        """Flag the task cancelled; True if it had not started (it never will)."""
-        return bool(self._cancel(keys=[self.key(task_id)], args=[utcnow_iso()]))
+    The race-sensitive order lives here and nowhere else: confirm the subscription,
+    then read the status, then wait for a message and read again. `status` is the
+    last status read; `read` reads it (a 404 or 503 it raises goes to the caller).
+    """
 
-    def is_cancel_requested(self, task_id: str) -> bool:
-        return bool(self.client.hexists(self.key(task_id), "cancel_requested_at"))
+    def __init__(self, subscription: Subscription, read: Callable[[], Status]) -> None:
+        self.subscription = subscription
+        self._read = read
+        subscription.confirm()
+        self.status = read()
+
+    def next_change(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for a message on the job's channel, then read the status
+        again; True when it differs from the last one (`status` is then the new one)."""
+        if not self.subscription.wait(timeout):
+            return False
+        return self.refresh()
+
+    def refresh(self) -> bool:
+        """Read the status again without waiting (a heartbeat's safety net: a change
+        published while the connection was reconnecting is heard of no other way)."""
+        current = self._read()
+        changed = current != self.status
+        self.status = current
+        return changed

@@ -1,5 +1,5 @@
 """The dashboard at /: a static page (backend/templates, backend/static) that submits,
-follows and cancels tasks through the public API, from the browser.
+follows and cancels jobs through the public API, from the browser.
 
 The page holds no secret and calls nothing on the server side, so it is served without
 a token; the API calls it makes carry the user's token (see dashboard.js).
@@ -7,7 +7,7 @@ a token; the API calls it makes carry the user's token (see dashboard.js).
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, Response, current_app, render_template
 
 # Everything the page loads comes from this origin: no CDN (users may be offline),
 # no inline script, nothing that can run code injected into a task's result.
@@ -17,17 +17,13 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def create_dashboard() -> Blueprint:
-    bp = Blueprint("dashboard", __name__)
+bp = Blueprint("dashboard", __name__)
 
-    @bp.get("/")
-    def index():
-        response = current_app.make_response(
-            render_template("dashboard.html", flower_url=current_app.config["FLOWER_URL"])
-        )
-        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        return response
 
-    return bp
+@bp.get("/")
+def index() -> Response:
+    response = current_app.make_response(render_template("dashboard.html", flower_url=current_app.config["FLOWER_URL"]))
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response

@@ -1,9 +1,9 @@
-"""Live task status over Server-Sent Events: GET /status/<id>/events.
+"""Live job status over Server-Sent Events: GET /status/<id>/events.
 
 Each event carries the same object as GET /status/<id>; the first is the current
 status, and the server closes the stream after a final state. Like the long-poll
-(jobs.wait_for_change) the stream waits on the result backend's pub/sub channel
-of the task, not on a sleep loop.
+(backend.jobs.service.wait_for_change) the stream follows the job through a Watch
+(backend/jobs/watch.py), not a sleep loop.
 
 What an open stream holds for its whole life: one gunicorn thread (gthread) or
 greenlet (gevent) and one Redis connection in subscribe mode (plus, under gunicorn,
@@ -21,13 +21,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import redis
 from flask import Response, current_app, request, stream_with_context
 
-from backend import jobs
-from backend.errors import APIError
-from backend.records import Subscription
-from backend.schemas import FINAL_STATES, TaskStatus
+from backend import extensions
+from backend.jobs import service
+from backend.jobs.errors import REDIS_UNAVAILABLE, ServiceError
+from backend.jobs.states import FINAL_STATES
+from backend.jobs.status import JobStatus
+from backend.jobs.watch import Watch
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +45,21 @@ END_EVENT_ID = "end"
 CLIENT_CHECK_SECONDS = 1.0
 
 
-def stream_response(task_id: str) -> Response:
-    """The event stream of a task; 404 / 503 JSON (raised) before any streaming starts."""
+def stream_response(job_id: str) -> Response:
+    """The event stream of a job; 404 / 503 JSON (raised) before any streaming starts."""
     if request.headers.get("Last-Event-ID") == END_EVENT_ID:
         # The client has seen the final state. Not for a cache to give to a first request.
         return Response(status=204, headers={"Cache-Control": "no-store"})
-    status = jobs.task_status(task_id)
-    subscription = slot = None
+    status = service.job_status(job_id)
+    watch = slot = None
     if status.state not in FINAL_STATES:
         # A stream holds a gunicorn thread until it ends: 503 when the process has none to spare.
-        slot = current_app.extensions["waiting_slots"].take()
+        slot = extensions.waiting_slots().take()
+        subscription = None
         try:
-            subscription = current_app.extensions["task_records"].subscription(
-                current_app.extensions["celery"].backend.get_key_for_task(task_id)
-            )
-            # Read again once subscribed: a change between the first read and
-            # the subscription would otherwise be missed until the next one.
-            status = jobs.task_status(task_id)
+            subscription = extensions.subscriptions().subscription(service.status_channel(job_id))
+            watch = Watch(subscription, lambda: service.job_status(job_id))
+            status = watch.status
         except BaseException:
             if subscription is not None:
                 subscription.close()
@@ -68,13 +67,11 @@ def stream_response(task_id: str) -> Response:
             raise
     config = current_app.config
     client = request.environ.get("gunicorn.socket")  # absent under other servers: no check
-    events = _events(
-        task_id, status, subscription, client, config["EVENTS_MAX_SECONDS"], config["EVENTS_HEARTBEAT_SECONDS"]
-    )
+    events = _events(job_id, status, watch, client, config["EVENTS_MAX_SECONDS"], config["EVENTS_HEARTBEAT_SECONDS"])
     response = Response(stream_with_context(events), mimetype="text/event-stream")
-    if subscription is not None:
+    if watch is not None:
         # A response closed before its first chunk never runs the generator's finally.
-        response.call_on_close(subscription.close)
+        response.call_on_close(watch.subscription.close)
     if slot is not None:
         response.call_on_close(slot.release)
     response.headers["Cache-Control"] = "no-cache"
@@ -83,7 +80,7 @@ def stream_response(task_id: str) -> Response:
     return response
 
 
-def format_event(status: TaskStatus) -> str:
+def format_event(status: JobStatus) -> str:
     """One `status` event. Only a final state's has an `id:` (END_EVENT_ID): every stream
     starts with the full current status, so there is nothing else to resume from."""
     end = f"id: {END_EVENT_ID}\n" if status.state in FINAL_STATES else ""
@@ -91,59 +88,48 @@ def format_event(status: TaskStatus) -> str:
 
 
 def _events(
-    task_id: str,
-    status: TaskStatus,
-    subscription: Subscription | None,
+    job_id: str,
+    status: JobStatus,
+    watch: Watch[JobStatus] | None,
     client: socket.socket | None,
     max_seconds: float,
     heartbeat_seconds: float,
 ) -> Iterator[str]:
-    watch = None
+    client_watch = None
     try:
         yield f"retry: {RETRY_MILLISECONDS}\n" + format_event(status)
-        if subscription is None:
+        if watch is None:
             return
-        watch = _ClientWatch.of(client)
+        client_watch = _ClientWatch.of(client)
         deadline = time.monotonic() + max_seconds
         next_heartbeat = time.monotonic() + heartbeat_seconds
-        while status.state not in FINAL_STATES:
+        while watch.status.state not in FINAL_STATES:
             now = time.monotonic()
             if now >= deadline:
                 # Bounded lifetime: a stream cannot hold a server thread forever.
-                yield ": stream lifetime reached; reconnect to follow the task\n\n"
+                yield ": stream lifetime reached; reconnect to follow the job\n\n"
                 return
             if now >= next_heartbeat:
                 next_heartbeat = now + heartbeat_seconds
-                # Also a safety net: a change published while the pub/sub connection
-                # was reconnecting would otherwise be missed until the next one.
-                current = jobs.task_status(task_id)
-                if current != status:
-                    status = current
-                    yield format_event(status)
-                else:
-                    # A comment: proxies keep the connection, and writing to a
-                    # client that has gone away ends the stream.
-                    yield ": keep-alive\n\n"
+                # A comment: proxies keep the connection, and writing to a client that
+                # has gone away ends the stream. Reading again is Watch.refresh's safety net.
+                yield format_event(watch.status) if watch.refresh() else ": keep-alive\n\n"
                 continue
             wait = min(deadline, next_heartbeat, now + CLIENT_CHECK_SECONDS) - now
-            if not subscription.wait(wait):
-                if watch is not None and watch.disconnected():
-                    return
-                continue
-            current = jobs.task_status(task_id)
-            if current != status:
-                status = current
+            if watch.next_change(wait):
                 next_heartbeat = time.monotonic() + heartbeat_seconds
-                yield format_event(status)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, APIError) as exc:
+                yield format_event(watch.status)
+            elif client_watch is not None and client_watch.disconnected():
+                return
+    except (*REDIS_UNAVAILABLE, ServiceError) as exc:
         # Too late for an error response: end the stream; the client reconnects
-        # and then gets the 503 (or 404 if the task expired meanwhile).
-        log.warning("event stream of task %s ended early: %s", task_id, exc)
+        # and then gets the 503 (or 404 if the job expired meanwhile).
+        log.warning("event stream of job %s ended early: %s", job_id, exc)
     finally:
-        if subscription is not None:
-            subscription.close()
         if watch is not None:
-            watch.close()
+            watch.subscription.close()
+        if client_watch is not None:
+            client_watch.close()
 
 
 class _ClientWatch:
@@ -154,7 +140,7 @@ class _ClientWatch:
     no limit on descriptor numbers (select() fails above 1024).
     """
 
-    def __init__(self, client: socket.socket, selector: selectors.BaseSelector):
+    def __init__(self, client: socket.socket, selector: selectors.BaseSelector) -> None:
         self.client = client
         self.selector = selector
 
@@ -203,7 +189,7 @@ def openapi_operation(status_schema: dict[str, Any], error_responses: dict[str, 
         },
     }
     return {
-        "summary": "Follow a task live over Server-Sent Events; 404 for an unknown or expired id.",
+        "summary": "Follow a job live over Server-Sent Events; 404 for an unknown or expired id.",
         "description": (
             f"`text/event-stream`: a `{EVENT_NAME}` event carrying the same object as "
             "`GET /status/{task_id}` for the current status and for each change of state or progress. "

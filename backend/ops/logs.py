@@ -15,7 +15,7 @@ from celery import current_task
 from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_init
 from pythonjsonlogger.json import JsonFormatter
 
-from backend.tracing import current_request_id
+from backend.ops.tracing import current_request_id
 
 TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 JSON_FIELDS = ("levelname", "name", "process", "processName", "message")

@@ -1,16 +1,19 @@
-"""Liveness and readiness checks."""
+"""Readiness: is Redis answering, is a worker answering, is celery beat sending?
+
+Used by GET /readyz and `flask workers`."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 from flask import current_app
 
-from backend.periodic import last_heartbeat
+from backend import extensions
+from backend.jobs.timestamps import epoch_iso
+from backend.taskqueue.periodic import last_heartbeat
 
 # A heartbeat older than this many intervals is stale: one late or expired beat is no alarm.
 FRESH_INTERVALS = 3
@@ -28,7 +31,7 @@ class WorkerPings:
     pinged take its answer (or its error), and later ones take its answer for `ttl` s.
     """
 
-    def __init__(self, ttl: float, wait_limit: float):
+    def __init__(self, ttl: float, wait_limit: float) -> None:
         self.ttl = ttl
         self.wait_limit = wait_limit  # for a ping under way; its own timeout bounds it
         self._lock = threading.Lock()
@@ -64,7 +67,7 @@ class WorkerPings:
 
 
 def _ping_workers() -> list[str]:
-    replies = current_app.extensions["celery"].control.ping(timeout=current_app.config["READYZ_PING_TIMEOUT"])
+    replies = extensions.celery_app().control.ping(timeout=current_app.config["READYZ_PING_TIMEOUT"])
     return sorted(name for reply in replies for name in reply if not name.startswith(BEAT_NODE_PREFIX))
 
 
@@ -79,13 +82,13 @@ def readiness() -> tuple[bool, dict[str, Any]]:
     workers_check: dict[str, Any] = {"ok": False, "count": 0, "names": []}
     started = time.perf_counter()
     try:
-        current_app.extensions["task_records"].client.ping()
+        extensions.job_records().client.ping()
         redis_check = {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
     except Exception as exc:  # any failure means not ready; say which
         redis_check["error"] = f"{type(exc).__name__}: {exc}"
     if redis_check["ok"]:
         try:
-            names, age = current_app.extensions["worker_pings"].names(_ping_workers)
+            names, age = extensions.worker_pings().names(_ping_workers)
             workers_check = {"ok": bool(names), "count": len(names), "names": names, "age_seconds": round(age, 1)}
             if not names:
                 workers_check["error"] = "no worker answered a ping"
@@ -98,7 +101,7 @@ def readiness() -> tuple[bool, dict[str, Any]]:
 
 
 def heartbeat_check(redis_ok: bool) -> dict[str, Any]:
-    """When celery beat's heartbeat last ran (backend/periodic.py), and whether that is recent."""
+    """When celery beat's heartbeat last ran (backend/taskqueue/periodic.py), and whether that is recent."""
     interval = current_app.config["HEARTBEAT_INTERVAL"]
     if not interval:
         return {"ok": True, "schedule": "off"}
@@ -107,14 +110,14 @@ def heartbeat_check(redis_ok: bool) -> dict[str, Any]:
     if not redis_ok:
         return {**check, "error": "not checked: Redis is unavailable"}
     try:
-        last = last_heartbeat(current_app.extensions["task_records"].client)
+        last = last_heartbeat(extensions.job_records().client)
         if last is None:
             return {**check, "error": "no heartbeat recorded: is celery beat running (one per deployment)?"}
         # The worker's clock against ours: keep the machines' clocks in sync (NTP).
         age = max(0.0, time.time() - float(last["at"]))
         check.update(
             ok=age <= fresh_within,
-            last_run_at=_iso(float(last["at"])),
+            last_run_at=epoch_iso(float(last["at"])),
             age_seconds=round(age, 1),
             worker=str(last["hostname"]),
         )
@@ -124,6 +127,3 @@ def heartbeat_check(redis_ok: bool) -> dict[str, Any]:
         check["error"] = "the heartbeat is late: is celery beat running, and a worker free to run it?"
     return check
 
-
-def _iso(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

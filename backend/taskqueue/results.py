@@ -1,10 +1,10 @@
 """The result backend: Celery's Redis backend, minus the subscription on every
-submit, plus the task record's expiry in every state it stores.
+submit, plus the job record's expiry in every state it stores.
 
 On each apply_async, Celery's Redis backend subscribes the calling thread to the
 task's result channel, in case the caller later waits with AsyncResult.get(). The
 API never calls it: it reads states from the backend, and its long-poll
-(jobs.wait_for_change) subscribes on a connection of its own, only while it waits.
+(backend.jobs.service.wait_for_change) subscribes on a connection of its own, only while it waits.
 So every submit left a subscribe and an unsubscribe reply unread on the gunicorn
 thread's connection, about 170 bytes each, growing without bound (celery#6963,
 #4983, #3808).
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from celery.backends.redis import RedisBackend
 
-from backend.records import TaskRecords
+from backend.jobs.records import JobRecords
 
 
 class JobsResultBackend(RedisBackend):
@@ -27,7 +27,7 @@ class JobsResultBackend(RedisBackend):
 
     def _set(self, key, value, expires=None):
         """Celery's own _set (store and publish in one pipeline), plus an EXPIRE that
-        keeps the task's record (backend/records.py) as long as the state just stored:
+        keeps the job's record (backend/jobs/records.py) as long as the state just stored:
         a status lookup needs both. In the same round trip as the state, where the
         worker used to send it on its own after every task: one round trip less per task."""
         if expires is None:
@@ -39,5 +39,5 @@ class JobsResultBackend(RedisBackend):
             pipe.set(key, value, ex=expires or None)
             pipe.publish(key, value)
             if expires and key_bytes.startswith(task_prefix):
-                pipe.expire(TaskRecords.key(key_bytes[len(task_prefix):].decode()), expires)
+                pipe.expire(JobRecords.key(key_bytes[len(task_prefix):].decode()), expires)
             pipe.execute()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from flask import Flask, request
 from flask_limiter import Limiter
 
-from backend.auth import ANONYMOUS, current_client
+from backend.api.auth import ANONYMOUS, current_client
 
 SUBMIT_SCOPE = "submit"
 
@@ -28,9 +28,9 @@ def submit_limit(app: Flask) -> Callable:
     limiter = Limiter(
         rate_limit_key,
         app=app,
-        # Beside the task records: the Redis every API machine already shares.
+        # Beside the job records: the Redis every API machine already shares.
         storage_uri=app.config["RESULT_BACKEND"],
-        # A Redis outage must stay a fast 503 here too (the error reaches errors.py).
+        # A Redis outage must stay a fast 503 here too (the error reaches backend/api/errors.py).
         storage_options={
             "socket_timeout": app.config["REDIS_SOCKET_TIMEOUT"],
             "socket_connect_timeout": app.config["REDIS_CONNECT_TIMEOUT"],

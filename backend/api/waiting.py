@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from backend.errors import APIError
+from backend.jobs.errors import ServiceError
 
 RETRY_AFTER_SECONDS = 2
 
@@ -20,7 +20,7 @@ RETRY_AFTER_SECONDS = 2
 class Slot:
     """One waiting request's slot; released once, however many times release() is called."""
 
-    def __init__(self, slots: WaitingSlots):
+    def __init__(self, slots: WaitingSlots) -> None:
         self._slots = slots
         self._held = True
 
@@ -39,7 +39,7 @@ class Slot:
 
 
 class WaitingSlots:
-    def __init__(self, size: int):
+    def __init__(self, size: int) -> None:
         self.size = size
         self.in_use = 0
         self.lock = threading.Lock()
@@ -48,7 +48,7 @@ class WaitingSlots:
         """A slot, or a 503 when every one is taken (never waits for one)."""
         with self.lock:
             if self.in_use >= self.size:
-                raise APIError(
+                raise ServiceError(
                     503,
                     "too_many_waiting_requests",
                     f"this API process already holds {self.size} long-polls and event streams; retry shortly",

@@ -1,7 +1,8 @@
 """The registry of public tasks: a Celery task and the pydantic model of its input.
 
-Clients may submit only registered tasks, by name, with input that validates
-against the task's model. Registering is one decorator on the task function.
+Clients may submit jobs of registered tasks only, by name, with input that validates
+against the task's model. Registering is one decorator on the task function; the
+registry fills as the task modules are imported (create_app imports TASK_MODULES).
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ class PublicTask:
     summary: str
 
 
-def public_task(input_model: type[BaseModel], **celery_options: Any) -> Callable[[Callable], Task]:
+def public_task(input_model: type[BaseModel], **celery_options: Any) -> Callable[[Callable[..., Any]], Task]:
     """Make a function a Celery task (via @shared_task) that clients may submit.
 
     The function receives the validated input as keyword arguments, so its
     signature and the model's fields must match.
     """
 
-    def register(function: Callable) -> Task:
+    def register(function: Callable[..., Any]) -> Task:
         task = shared_task(name=function.__name__, **celery_options)(function)
         summary = (function.__doc__ or function.__name__).strip().splitlines()[0]
         _REGISTRY[function.__name__] = PublicTask(function.__name__, input_model, task, summary)
@@ -42,7 +43,5 @@ def public_task(input_model: type[BaseModel], **celery_options: Any) -> Callable
 
 
 def public_tasks() -> Mapping[str, PublicTask]:
-    """Registered tasks by name (a read-only view). Importing backend.tasks fills the registry."""
-    from backend import tasks  # noqa: F401  (registration is the import's effect)
-
+    """Registered tasks by name (a read-only view of the registry)."""
     return MappingProxyType(_REGISTRY)

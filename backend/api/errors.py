@@ -1,0 +1,66 @@
+"""One error shape for every failure: {"error": {"code", "message", "details"?}}.
+
+No HTML error page and no traceback ever reaches a client; anything a client
+can cause is a 4xx, and a Redis outage is a fast 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from backend.jobs.errors import REDIS_UNAVAILABLE, RETRY_AFTER_SECONDS, ServiceError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    response = jsonify(error=error)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _code_for(exc: HTTPException) -> str:
+    return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+
+
+def handle_service_error(exc: ServiceError) -> Response:
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+def handle_http_exception(exc: HTTPException) -> Response:
+    headers = dict(exc.get_headers()) if exc.code == 405 else {}
+    headers.pop("Content-Type", None)
+    return error_response(exc.code or 500, _code_for(exc), exc.description or exc.name, headers=headers)
+
+
+def handle_redis_unavailable(exc: Exception) -> Response:
+    log.warning("Redis unavailable: %s", exc)
+    return error_response(
+        503,
+        "service_unavailable",
+        "the task queue is unavailable; retry later",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def handle_unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", "internal server error")
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(ServiceError, handle_service_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    for unavailable in REDIS_UNAVAILABLE:
+        app.register_error_handler(unavailable, handle_redis_unavailable)
+    app.register_error_handler(Exception, handle_unexpected)

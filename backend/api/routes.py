@@ -1,0 +1,198 @@
+"""The API's routes. Each view stays thin: parse, call the job service, shape the response.
+
+The views are plain functions; create_blueprint binds them for one app, wrapped in
+that app's OpenAPI spec (documentation only: the service validates) and submit
+rate limit. A submit route exists for every public task in the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, url_for
+from pydantic import BaseModel
+from spectree import Response as Responses
+from spectree import SpecTree
+
+from backend.api import events
+from backend.api.auth import authenticate, current_client, may_see_details
+from backend.api.requests import json_body
+from backend.api.schemas import ErrorBody, Health, Readiness, StatusQuery, Submitted, TaskList
+from backend.jobs import service, states
+from backend.jobs.idempotency import HEADER as IDEMPOTENCY_HEADER
+from backend.jobs.inputs import validate_input
+from backend.jobs.registry import PublicTask, public_tasks
+from backend.jobs.status import JobStatus
+from backend.ops import metrics
+from backend.ops.health import readiness
+from backend.tasks import LongTaskInput
+
+View = Callable[..., Any]
+
+# 401 only when API_TOKENS is set; 429 only when SUBMIT_RATE_LIMIT is on.
+SUBMIT_RESPONSES = {
+    f"HTTP_{code}": ErrorBody for code in (400, 401, 404, 413, 415, 422, 429, 503)
+} | {"HTTP_202": Submitted}
+STATUS_RESPONSES = {f"HTTP_{code}": ErrorBody for code in (401, 404, 422, 503)} | {"HTTP_200": JobStatus}
+CANCEL_RESPONSES = {f"HTTP_{code}": ErrorBody for code in (401, 404, 409, 503)} | {"HTTP_202": JobStatus}
+
+
+# --- views --------------------------------------------------------------------------------
+
+
+def submitted(task_name: str, data: Any, *, from_query: bool = False) -> Response:
+    """Submit through the service layer; 202 with the job's id and status URL."""
+    submission = service.submit(
+        task_name,
+        data,
+        client_id=current_client(),
+        from_query=from_query,
+        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+    )
+    status_url = url_for("api.job_status", task_id=submission.job_id)
+    response = jsonify(task_id=submission.job_id, state=states.QUEUED, status_url=status_url)
+    response.status_code = 202
+    response.headers["Location"] = status_url
+    if submission.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        metrics.count_submit(submission.task_name)
+    return response
+
+
+def submit_view(task: PublicTask) -> View:
+    """The view that submits jobs of `task` with a JSON body."""
+
+    def submit_task() -> Response:
+        return submitted(task.name, json_body())
+
+    submit_task.__name__ = f"submit_{task.name}"
+    submit_task.__doc__ = f"Submit `{task.name}`: {task.summary}"
+    return submit_task
+
+
+def longtask_get() -> Response:
+    """Submit `long_task` with its input in the query string (defaults: 10 steps × 1 s)."""
+    return submitted("long_task", request.args.to_dict(), from_query=True)
+
+
+def submit_by_name(name: str) -> Response:
+    # Registered names match their own documented route first; this answers the rest (404).
+    return submitted(name, json_body())
+
+
+def list_tasks() -> Response:
+    """List the public tasks with the JSON Schema of their input."""
+    return jsonify(
+        tasks=[
+            {
+                "name": task.name,
+                "summary": task.summary,
+                "submit_url": url_for(f"api.submit_{task.name}"),
+                "input_schema": task.input_model.model_json_schema(),
+            }
+            for task in public_tasks().values()
+        ]
+    )
+
+
+def job_status(task_id: str) -> Response:
+    """The job's status: the same object in every state; 404 for an unknown or expired id.
+    With `?wait=<seconds>`, answers when the state or progress changes (long-poll)."""
+    query = validate_input(StatusQuery, request.args.to_dict(), from_query=True)
+    return jsonify(service.wait_for_change(task_id, query.wait).model_dump(mode="json"))
+
+
+def cancel_job(task_id: str) -> tuple[Response, int]:
+    """Cancel: a queued job never runs; a running long task stops at its next step (REVOKED); 409 once ended."""
+    return jsonify(service.cancel(task_id).model_dump(mode="json")), 202
+
+
+def job_events(task_id: str) -> Response:
+    """Live status over Server-Sent Events until the job ends (backend/api/events.py)."""
+    return events.stream_response(task_id)
+
+
+def healthz() -> Response:
+    """Liveness: the API process answers."""
+    return jsonify(status="ok")
+
+
+def readyz() -> tuple[Response, int]:
+    """Readiness: Redis answers and at least one worker answers a ping; 503 with details otherwise.
+
+    Also reports celery beat's last heartbeat, which does not decide readiness.
+    """
+    ready, checks = readiness()
+    if not may_see_details():
+        checks = {name: {"ok": check["ok"]} for name, check in checks.items()}
+    return jsonify(status="ready" if ready else "unavailable", **checks), 200 if ready else 503
+
+
+# --- binding ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    rule: str
+    endpoint: str
+    view: View
+    method: str = "GET"
+    tags: tuple[str, ...] = ()
+    responses: dict[str, type[BaseModel]] = field(default_factory=dict)
+    json: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    submits: bool = False  # rate-limited as a submit
+    open: bool = False  # no token asked, even when API_TOKENS is set (see auth.OPEN_ENDPOINTS)
+    # Not in the OpenAPI document through spectree (events.openapi_operation documents it).
+    documented: bool = True
+
+
+def routes() -> list[Route]:
+    """Every route of the API, the submit routes of the registered tasks first."""
+    registry = public_tasks()
+    submit_routes = [
+        Route(f"/tasks/{name}", f"submit_{name}", submit_view(task), "POST", ("tasks",), SUBMIT_RESPONSES,
+              json=task.input_model, submits=True)
+        for name, task in registry.items()
+    ]
+    return [
+        *submit_routes,
+        # The seed's routes: thin aliases over the same submit path.
+        Route("/longtask", "longtask_post", submit_view(registry["long_task"]), "POST", ("aliases",),
+              SUBMIT_RESPONSES, json=LongTaskInput, submits=True),
+        Route("/add", "add_post", submit_view(registry["add"]), "POST", ("aliases",), SUBMIT_RESPONSES,
+              json=registry["add"].input_model, submits=True),
+        Route("/longtask", "longtask_get", longtask_get, "GET", ("aliases",), SUBMIT_RESPONSES,
+              query=LongTaskInput, submits=True),
+        Route("/tasks/<name>", "submit_by_name", submit_by_name, "POST", submits=True, documented=False),
+        Route("/tasks", "list_tasks", list_tasks, "GET", ("tasks",), {"HTTP_200": TaskList, "HTTP_401": ErrorBody}),
+        Route("/status/<task_id>", "job_status", job_status, "GET", ("status",), STATUS_RESPONSES, query=StatusQuery),
+        Route("/status/<task_id>/cancel", "cancel_job", cancel_job, "POST", ("status",), CANCEL_RESPONSES),
+        Route("/status/<task_id>/events", "job_events", job_events, "GET", documented=False),
+        Route("/healthz", "healthz", healthz, "GET", ("health",), {"HTTP_200": Health}, open=True),
+        Route("/readyz", "readyz", readyz, "GET", ("health",), {"HTTP_200": Readiness, "HTTP_503": Readiness},
+              open=True),
+    ]
+
+
+def create_blueprint(spec: SpecTree, limit_submits: Callable[[View], View]) -> Blueprint:
+    """The API blueprint for one app: its spec documents the routes, `limit_submits`
+    (the submit rate limit) wraps every submit view."""
+    bp = Blueprint("api", __name__)
+    bp.before_request(authenticate)
+    for route in routes():
+        view = limit_submits(route.view) if route.submits else route.view
+        if route.documented:
+            view = spec.validate(
+                json=route.json,
+                query=route.query,
+                resp=Responses(**route.responses),
+                tags=route.tags,
+                skip_validation=True,
+                **({"security": {}} if route.open else {}),
+            )(view)
+        bp.add_url_rule(route.rule, endpoint=route.endpoint, view_func=view, methods=[route.method])
+    return bp

@@ -1,0 +1,77 @@
+"""The objects the factory shares with every request, task and command of an app,
+kept in `app.extensions` and reached through these typed accessors (inside an app
+context), never through string keys spread over the modules.
+
+Celery sits under "celery", where Flask's own Celery guide puts it; the service's
+own objects sit together under "jobs".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from flask import Flask, current_app
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from backend.api.waiting import WaitingSlots
+    from backend.jobs.idempotency import IdempotencyKeys
+    from backend.jobs.records import JobRecords
+    from backend.jobs.watch import Subscriptions
+    from backend.ops.health import WorkerPings
+    from backend.ops.metrics import JobMetrics
+
+CELERY = "celery"
+JOBS = "jobs"
+# Set by backend.ops.metrics.init_app, which builds the registry it counts in.
+METRICS = "job_metrics"
+
+
+@dataclass(frozen=True)
+class Services:
+    """What create_app builds once per app for the job service."""
+
+    records: JobRecords
+    subscriptions: Subscriptions
+    idempotency_keys: IdempotencyKeys
+    waiting_slots: WaitingSlots
+    worker_pings: WorkerPings
+
+
+def init_app(app: Flask, services: Services) -> None:
+    app.extensions[JOBS] = services
+
+
+def services(app: Flask | None = None) -> Services:
+    return cast("Services", (app or current_app).extensions[JOBS])
+
+
+def celery_app(app: Flask | None = None) -> Celery:
+    return cast("Celery", (app or current_app).extensions[CELERY])
+
+
+def job_records() -> JobRecords:
+    return services().records
+
+
+def subscriptions() -> Subscriptions:
+    return services().subscriptions
+
+
+def idempotency_keys() -> IdempotencyKeys:
+    return services().idempotency_keys
+
+
+def waiting_slots() -> WaitingSlots:
+    return services().waiting_slots
+
+
+def worker_pings() -> WorkerPings:
+    return services().worker_pings
+
+
+def job_metrics() -> JobMetrics:
+    return cast("JobMetrics", current_app.extensions[METRICS])
+

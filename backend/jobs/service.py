@@ -1,0 +1,130 @@
+"""The service layer: submit jobs, read their status, wait for a change, cancel them.
+The API's routes, the CLI and the tests all go through these functions."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from celery.utils import uuid
+from flask import current_app
+
+from backend import extensions
+from backend.jobs import states
+from backend.jobs.errors import ServiceError
+from backend.jobs.idempotency import fingerprint, validate_key
+from backend.jobs.inputs import JOB_ID, validate_input
+from backend.jobs.registry import PublicTask, public_tasks
+from backend.jobs.status import JobStatus, build_status
+from backend.jobs.watch import Watch
+
+
+@dataclass(frozen=True)
+class Submission:
+    job_id: str
+    task_name: str
+    # True when an Idempotency-Key matched an earlier submit: nothing new was enqueued.
+    replayed: bool = False
+
+
+def find_task(name: str) -> PublicTask:
+    task = public_tasks().get(name)
+    if task is None:
+        raise ServiceError(404, "unknown_task", f"no public task named {name!r}; see GET /tasks")
+    return task
+
+
+def submit(
+    task_name: str,
+    data: Any,
+    *,
+    client_id: str,
+    from_query: bool = False,
+    idempotency_key: str | None = None,
+) -> Submission:
+    """Validate the input for the named task and enqueue a job of it.
+
+    Nothing is enqueued unless the input is valid. With an idempotency key, a repeat
+    of an earlier submit by the same client returns that submit's job instead.
+    """
+    if idempotency_key is not None:
+        validate_key(idempotency_key)
+    task = find_task(task_name)
+    # mode="json": URLs, dates, enums become plain JSON for the JSON-only serializer.
+    params = validate_input(task.input_model, data, from_query=from_query).model_dump(mode="json")
+    # This Flask app's Celery, not the process-wide default app that @shared_task points to.
+    celery_task = extensions.celery_app().tasks[task.name]
+    if idempotency_key is None:
+        return Submission(celery_task.apply_async(kwargs=params).id, task.name)
+
+    claim = extensions.idempotency_keys().claim(
+        client_id, idempotency_key, fingerprint(task.name, params), task.name, uuid()
+    )
+    if claim.replayed:
+        return Submission(claim.job_id, task.name, replayed=True)
+    celery_task.apply_async(kwargs=params, task_id=claim.job_id, record_written=True)
+    return Submission(claim.job_id, task.name)
+
+
+def job_status(job_id: str) -> JobStatus:
+    """The job's status; 404 for an id never submitted or expired."""
+    # A malformed id was never submitted: answer 404 without asking Redis.
+    if not JOB_ID.fullmatch(job_id):
+        raise _not_found(job_id)
+    backend = extensions.celery_app().backend
+    # Record and result in one round trip (both live in the result backend's Redis),
+    # decoded as backend.get_task_meta() would: 301 -> 164 µs CPU per read, measured in-process.
+    record, raw_meta = extensions.job_records().get_with(job_id, backend.get_key_for_task(job_id))
+    if record is None:
+        raise _not_found(job_id)
+    meta = backend.decode_result(raw_meta) if raw_meta else {"status": states.CELERY_PENDING, "result": None}
+    return build_status(job_id, record, meta)
+
+
+def _not_found(job_id: str) -> ServiceError:
+    return ServiceError(404, "task_not_found", f"no task with id {job_id!r} (never submitted, or expired)")
+
+
+def status_channel(job_id: str) -> bytes:
+    """The pub/sub channel every state of the job is published on (its result key)."""
+    key: bytes = extensions.celery_app().backend.get_key_for_task(job_id)
+    return key
+
+
+def wait_for_change(job_id: str, seconds: float) -> JobStatus:
+    """The job's status once its state or progress changes, or after `seconds`.
+
+    Fed by the result backend's pub/sub (a Watch), not a sleep loop. A job that has
+    already ended is answered at once.
+    """
+    seconds = min(seconds, current_app.config["STATUS_MAX_WAIT"])
+    if seconds <= 0 or not JOB_ID.fullmatch(job_id):
+        return job_status(job_id)
+    deadline = time.monotonic() + seconds
+    # Subscribed before the first read, so Redis' confirmation arrives while the status
+    # is read: one round trip less per long-poll than subscribing after it.
+    with extensions.subscriptions().subscribed(status_channel(job_id)) as subscription:
+        first = job_status(job_id)
+        if first.state in states.FINAL_STATES:
+            return first
+        # A long-poll holds a gunicorn thread while it waits: 503 when the process has none to spare.
+        with extensions.waiting_slots().take():
+            watch = Watch(subscription, lambda: job_status(job_id))
+            while watch.status == first and (remaining := deadline - time.monotonic()) > 0:
+                watch.next_change(remaining)
+            return watch.status
+
+
+def cancel(job_id: str) -> JobStatus:
+    """Cancel a job: a queued one never runs; a running long task stops at its next step."""
+    status = job_status(job_id)
+    if status.state in states.FINAL_STATES:
+        raise ServiceError(409, "task_finished", f"task {job_id} already ended in state {status.state}")
+    if extensions.job_records().request_cancel(job_id):
+        # The record's flag is what stops the job: the worker that takes the message
+        # checks it atomically before running anything. No control.revoke broadcast:
+        # kombu retries broadcasts without limit, so a cancel would hang while the
+        # broker is down, and workers would keep every revoked id in memory.
+        extensions.celery_app().backend.mark_as_revoked(job_id, "cancelled before it started")
+    return job_status(job_id)

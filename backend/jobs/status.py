@@ -1,0 +1,88 @@
+"""The status object of a job: the same shape in every state, built from the job
+record and the result Celery stored. GET /status/<id>, the event stream, the CLI
+and the tests all see this one object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from backend.jobs import states
+from backend.jobs.states import JobState
+from backend.jobs.timestamps import normalized_iso
+
+
+class Progress(BaseModel):
+    current: int
+    total: int
+    percent: float = Field(description="current / total × 100, rounded to 0.1.")
+    message: str
+
+
+class JobError(BaseModel):
+    type: str = Field(description="The exception's class name.")
+    message: str
+
+
+class JobStatus(BaseModel):
+    """The same object in every state; fields that do not apply are null."""
+
+    # `task_id` is Celery's name for a job's id, kept by the HTTP API.
+    task_id: str
+    name: str = Field(description="The task this job runs.")
+    state: JobState
+    progress: Progress | None
+    result: Any = Field(description="The job's return value once SUCCESS, else null.")
+    error: JobError | None
+    submitted_at: str | None = Field(description="ISO 8601, UTC.")
+    started_at: str | None
+    finished_at: str | None
+
+
+def build_status(job_id: str, record: Mapping[str, str], meta: Mapping[str, Any]) -> JobStatus:
+    """The status from the job record and Celery's stored meta (`status`, `result`, `date_done`)."""
+    state = meta.get("status", states.CELERY_PENDING)
+    payload = meta.get("result")
+    cancelled_before_start = "cancel_requested_at" in record and "started_at" not in record
+    if cancelled_before_start:
+        state = states.REVOKED
+    elif state == states.CELERY_PENDING:
+        state = states.STARTED if "started_at" in record else states.QUEUED
+    elif state not in states.STORED_STATES:
+        state = states.STARTED  # a custom state of a user's task: it is running
+
+    finished_at = None
+    if state in states.FINAL_STATES:
+        finished_at = normalized_iso(meta.get("date_done")) or record.get("cancel_requested_at")
+    return JobStatus(
+        task_id=job_id,
+        name=record.get("name") or meta.get("name") or "",
+        state=state,
+        progress=_progress(payload) if state == states.PROGRESS else None,
+        result=payload if state == states.SUCCESS else None,
+        error=_error(payload, state) if state in states.ERROR_STATES else None,
+        submitted_at=record.get("submitted_at"),
+        started_at=record.get("started_at"),
+        finished_at=finished_at,
+    )
+
+
+def _progress(payload: Any) -> Progress | None:
+    if not isinstance(payload, Mapping):
+        return None
+    try:
+        current, total = int(payload.get("current", 0)), int(payload.get("total", 0))
+    except (TypeError, ValueError):
+        return None
+    percent = round(100.0 * current / total, 1) if total > 0 else 0.0
+    return Progress(current=current, total=total, percent=percent, message=str(payload.get("message", "")))
+
+
+def _error(payload: Any, state: str) -> JobError:
+    if isinstance(payload, BaseException):
+        return JobError(type=type(payload).__name__, message=str(payload))
+    if isinstance(payload, Mapping) and "exc_type" in payload:
+        return JobError(type=str(payload["exc_type"]), message=str(payload.get("exc_message", "")))
+    return JobError(type=state.title(), message=str(payload or ""))

@@ -1,0 +1,37 @@
+"""The one timestamp format of the service: ISO 8601 in UTC, milliseconds, with a Z.
+
+Every time a client reads (submitted_at, started_at, finished_at, the heartbeat's
+last run) is written by these functions, so every one parses the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def utc_iso(moment: datetime) -> str:
+    """`moment` in the service's format; a naive datetime is taken as UTC (Celery's date_done is)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now_iso() -> str:
+    return utc_iso(datetime.now(timezone.utc))
+
+
+def epoch_iso(seconds: float) -> str:
+    return utc_iso(datetime.fromtimestamp(seconds, timezone.utc))
+
+
+def normalized_iso(value: datetime | str | None) -> str | None:
+    """A stored time (a datetime, or ISO text of any offset) in the service's format;
+    text that is not ISO 8601 is returned as it is, None as None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return utc_iso(value)

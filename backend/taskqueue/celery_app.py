@@ -1,0 +1,42 @@
+"""Celery bound to the Flask app: the `make_celery` helper."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from flask import Flask
+
+from backend import extensions
+from backend.jobs.records import JobRecords
+from backend.taskqueue.leases import RenewLeases
+from backend.taskqueue.task import RecordedTask
+from backend.taskqueue.transport import use_for_redis_urls
+
+
+def make_celery(app: Flask, records: JobRecords) -> Celery:
+    """Create the Celery app for a Flask app: config from app.config["CELERY"], every
+    task run inside app.app_context() with its job's record, stored as the app's
+    `celery` extension (backend.extensions.celery_app())."""
+
+    class FlaskTask(RecordedTask):
+        max_deliveries = app.config["TASK_MAX_DELIVERIES"]
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with app.app_context():
+                if self.job_record and self.runs_in_worker():
+                    # The record's expiry follows each state stored (backend/taskqueue/results.py).
+                    self.begin()
+                return self.run(*args, **kwargs)
+
+    FlaskTask.records = records
+    # kombu's Redis transport minus a new redis-py client per publish and ack
+    # (backend/taskqueue/transport.py; docs/performance.md has the figures).
+    use_for_redis_urls()
+    celery = Celery(app.import_name, task_cls=FlaskTask)
+    celery.config_from_object(app.config["CELERY"])
+    celery.steps["consumer"].add(RenewLeases)
+    # @shared_task binds to the default app; tasks never import the Flask app.
+    celery.set_default()
+    app.extensions[extensions.CELERY] = celery
+    return celery
