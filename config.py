@@ -4,12 +4,18 @@
 when a config object is built, never at import time, so tests can build one
 from a plain dict. A `.env` file in the project root is read too; the real
 environment wins over it.
+
+Every process gets its settings here, parsed and validated once: the app and the
+worker (create_app), gunicorn (gunicorn.conf.py), the shell scripts (which run
+`python config.py worker|beat|flower` for their command lines) and devtools/.
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,8 +25,16 @@ from limits import parse_many
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-# gunicorn's threads per worker process (gunicorn.conf.py, GUNICORN_THREADS).
+DEFAULT_GUNICORN_BIND = "127.0.0.1:5000"
+# gunicorn's threads per worker process (GUNICORN_THREADS; gunicorn.conf.py says why 16).
 DEFAULT_GUNICORN_THREADS = 16
+DEFAULT_FLOWER_PORT = 5555
+# Celery's default queue: what celery_worker.sh consumes unless CELERY_QUEUES says otherwise.
+DEFAULT_QUEUE = "celery"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# celery_beat.sh's node name: beat answers pings (its health check) but runs no task,
+# so /readyz counts no node of this prefix as a worker (backend/ops/health.py).
+BEAT_NODE_PREFIX = "celerybeat@"
 # A recognisable placeholder: development works out of the box, production refuses it.
 DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me"
 
@@ -45,47 +59,83 @@ class ConfigError(RuntimeError):
     """The configuration is unusable; the message says what to set."""
 
 
-def _bool(value: str | None, default: bool = False) -> bool:
-    if value is None or value.strip() == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+# The spellings a boolean setting accepts (any case); an empty value means the default.
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
-def _int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+class Environment:
+    """Reads settings from one mapping of variables, each parsed one way and refused
+    loudly, naming the variable, when it cannot be parsed. An unset or empty variable
+    takes the default."""
 
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = values
 
-def _float(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    def raw(self, name: str) -> str | None:
+        """The value, stripped; None when unset or empty."""
+        value = (self.values.get(name) or "").strip()
+        return value or None
 
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
 
-def _seconds_or_off(environ: Mapping[str, str], name: str, default: float) -> float:
-    """Seconds (> 0), or 0.0 for "off" / "0"."""
-    raw = (environ.get(name) or "").strip().lower()
-    if raw == "":
-        return default
-    if raw == "off":
-        return 0.0
-    try:
-        value = float(raw)
-        valid = math.isfinite(value) and value >= 0
-    except ValueError:
-        valid = False
-    if not valid:
-        raise ConfigError(f'{name} must be a number of seconds, or "off", got {environ[name]!r}')
-    return value
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        if raw.lower() in TRUE_WORDS:
+            return True
+        if raw.lower() in FALSE_WORDS:
+            return False
+        raise ConfigError(
+            f"{name} must be one of {', '.join(sorted(TRUE_WORDS))} or {', '.join(sorted(FALSE_WORDS))}, "
+            f"got {self.values[name]!r}"
+        )
+
+    def integer(self, name: str, default: int, minimum: int | None = None) -> int:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {self.values[name]!r}") from None
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+        return value
+
+    def number(self, name: str, default: float) -> float:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {self.values[name]!r}") from None
+
+    def seconds_or_off(self, name: str, default: float) -> float:
+        """Seconds (>= 0), or 0.0 for "off"."""
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        if raw.lower() == "off":
+            return 0.0
+        try:
+            value = float(raw)
+            valid = math.isfinite(value) and value >= 0
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ConfigError(f'{name} must be a number of seconds, or "off", got {self.values[name]!r}')
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default).lower()
+        if value not in choices:
+            quoted = " or ".join(f'"{choice}"' for choice in choices)
+            raise ConfigError(f"{name} must be {quoted}, got {self.values[name]!r}")
+        return value
 
 
 class BaseConfig:
@@ -99,70 +149,139 @@ class BaseConfig:
     # public tasks) and so does every worker (Celery's `imports`).
     TASK_MODULES = ("backend.tasks", "backend.taskqueue.periodic")
 
-    def __init__(self, environ: Mapping[str, str]):
-        self.SECRET_KEY = environ.get("SECRET_KEY") or DEFAULT_SECRET_KEY
-        self.DEBUG = _bool(environ.get("FLASK_DEBUG"), default=type(self).DEBUG)
-        redis_url = environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        env = Environment(environ)
+        self.SECRET_KEY = env.text("SECRET_KEY", DEFAULT_SECRET_KEY)
+        self.DEBUG = env.flag("FLASK_DEBUG", type(self).DEBUG)
+        redis_url = env.text("REDIS_URL", DEFAULT_REDIS_URL)
         self.REDIS_URL = redis_url
-        self.BROKER_URL = environ.get("BROKER_URL") or redis_url
-        self.RESULT_BACKEND = environ.get("RESULT_BACKEND") or redis_url
+        self.BROKER_URL = env.text("BROKER_URL", redis_url)
+        self.RESULT_BACKEND = env.text("RESULT_BACKEND", redis_url)
         # How long results, progress and task records are kept (seconds).
-        self.RESULT_EXPIRES = _int(environ, "RESULT_EXPIRES", 86400)
+        self.RESULT_EXPIRES = env.integer("RESULT_EXPIRES", 86400)
         # Seconds before a Redis call gives up: a Redis outage is a fast 503, not a hang.
-        self.REDIS_SOCKET_TIMEOUT = _float(environ, "REDIS_SOCKET_TIMEOUT", 2.0)
-        self.REDIS_CONNECT_TIMEOUT = _float(environ, "REDIS_CONNECT_TIMEOUT", 1.0)
+        self.REDIS_SOCKET_TIMEOUT = env.number("REDIS_SOCKET_TIMEOUT", 2.0)
+        self.REDIS_CONNECT_TIMEOUT = env.number("REDIS_CONNECT_TIMEOUT", 1.0)
         # Request bodies above this size are refused with 413.
-        self.MAX_CONTENT_LENGTH = _int(environ, "MAX_CONTENT_LENGTH", 64 * 1024)
+        self.MAX_CONTENT_LENGTH = env.integer("MAX_CONTENT_LENGTH", 64 * 1024)
         # "json": one JSON object per log line (API and workers) for log shippers; "text" for people.
-        self.LOG_FORMAT = (environ.get("LOG_FORMAT") or "text").strip().lower()
-        if self.LOG_FORMAT not in {"text", "json"}:
-            raise ConfigError(f'LOG_FORMAT must be "text" or "json", got {environ["LOG_FORMAT"]!r}')
-        self.FLOWER_BASIC_AUTH = environ.get("FLOWER_BASIC_AUTH", "")
+        self.LOG_FORMAT = env.choice("LOG_FORMAT", "text", ("text", "json"))
         # Bearer tokens the API accepts, comma-separated (two during a rotation).
         # Unset: the API is open (development); production refuses to start without.
         self.API_TOKENS = tuple(t.strip() for t in environ.get("API_TOKENS", "").split(",") if t.strip())
         # Submits per client (API token, else address), Flask-Limiter syntax; "off" disables.
-        self.SUBMIT_RATE_LIMIT = environ.get("SUBMIT_RATE_LIMIT") or type(self).SUBMIT_RATE_LIMIT
+        self.SUBMIT_RATE_LIMIT = env.text("SUBMIT_RATE_LIMIT", type(self).SUBMIT_RATE_LIMIT)
         # Behind a reverse proxy, how many X-Forwarded-For hops to trust for the client address.
-        self.TRUSTED_PROXY_HOPS = _int(environ, "TRUSTED_PROXY_HOPS", 0)
+        self.TRUSTED_PROXY_HOPS = env.integer("TRUSTED_PROXY_HOPS", 0)
         # See BROKER_VISIBILITY_TIMEOUT: a dead worker's task runs again after this.
-        self.BROKER_VISIBILITY_TIMEOUT = _int(environ, "BROKER_VISIBILITY_TIMEOUT", BROKER_VISIBILITY_TIMEOUT)
+        self.BROKER_VISIBILITY_TIMEOUT = env.integer("BROKER_VISIBILITY_TIMEOUT", BROKER_VISIBILITY_TIMEOUT)
         # A task whose worker dies this many times in a row (a task that kills it:
         # out of memory, a segfault) ends FAILURE instead of being redelivered forever.
-        self.TASK_MAX_DELIVERIES = _int(environ, "TASK_MAX_DELIVERIES", 3)
+        self.TASK_MAX_DELIVERIES = env.integer("TASK_MAX_DELIVERIES", 3)
         # Seconds a stopping worker (SIGTERM) lets running tasks finish before it
         # puts them back on the queue. Keep it below your supervisor's grace period.
-        self.WORKER_SOFT_SHUTDOWN_TIMEOUT = _float(environ, "WORKER_SOFT_SHUTDOWN_TIMEOUT", 8.0)
+        self.WORKER_SOFT_SHUTDOWN_TIMEOUT = env.number("WORKER_SOFT_SHUTDOWN_TIMEOUT", 8.0)
         # Longest long-poll (GET /status/<id>?wait=): each waiting request holds a
         # gunicorn thread, so this bounds how long a client can keep one.
-        self.STATUS_MAX_WAIT = _float(environ, "STATUS_MAX_WAIT", 30.0)
+        self.STATUS_MAX_WAIT = env.number("STATUS_MAX_WAIT", 30.0)
+        self._read_gunicorn_settings(env)
+        # run.py's development server (flask run reads the same two variables).
+        self.FLASK_RUN_HOST = env.text("FLASK_RUN_HOST", "127.0.0.1")
+        self.FLASK_RUN_PORT = env.integer("FLASK_RUN_PORT", 5000, minimum=1)
         # Long-polls and event streams one API process lets wait at once (backend/api/waiting.py);
         # the next gets a 503. By default gunicorn's threads minus 4 kept for short requests.
-        self.GUNICORN_THREADS = _int(environ, "GUNICORN_THREADS", DEFAULT_GUNICORN_THREADS)
-        self.MAX_WAITING_REQUESTS = _int(environ, "MAX_WAITING_REQUESTS", max(1, self.GUNICORN_THREADS - 4))
-        if self.MAX_WAITING_REQUESTS < 1:
-            raise ConfigError("MAX_WAITING_REQUESTS must be at least 1")
+        self.MAX_WAITING_REQUESTS = env.integer("MAX_WAITING_REQUESTS", max(1, self.GUNICORN_THREADS - 4), minimum=1)
         # Longest life of one event stream (GET /status/<id>/events): each open stream
         # holds a gunicorn thread (or greenlet) and a Redis connection; clients reconnect.
-        self.EVENTS_MAX_SECONDS = _float(environ, "EVENTS_MAX_SECONDS", 300.0)
+        self.EVENTS_MAX_SECONDS = env.number("EVENTS_MAX_SECONDS", 300.0)
         # Seconds between heartbeats of an idle stream: proxies keep it, dead clients are noticed.
-        self.EVENTS_HEARTBEAT_SECONDS = _float(environ, "EVENTS_HEARTBEAT_SECONDS", 15.0)
+        self.EVENTS_HEARTBEAT_SECONDS = env.number("EVENTS_HEARTBEAT_SECONDS", 15.0)
         if self.EVENTS_MAX_SECONDS <= 0 or self.EVENTS_HEARTBEAT_SECONDS <= 0:
             raise ConfigError("EVENTS_MAX_SECONDS and EVENTS_HEARTBEAT_SECONDS must be positive numbers of seconds")
-        # Where the dashboard links to Flower (flower.sh listens on FLOWER_PORT; set
-        # FLOWER_URL when a proxy sits in front).
-        self.FLOWER_URL = environ.get("FLOWER_URL") or f"http://127.0.0.1:{environ.get('FLOWER_PORT') or 5555}"
+        self._read_worker_settings(env)
+        self._read_flower_settings(env)
         # Seconds /readyz waits for a worker to answer a ping.
-        self.READYZ_PING_TIMEOUT = _float(environ, "READYZ_PING_TIMEOUT", 1.0)
+        self.READYZ_PING_TIMEOUT = env.number("READYZ_PING_TIMEOUT", 1.0)
         # Seconds an API process reuses the workers' answer to that ping (backend/ops/health.py:
         # each ping holds a thread for the whole timeout); 0 pings on every call.
-        self.READYZ_CACHE_SECONDS = _float(environ, "READYZ_CACHE_SECONDS", 5.0)
+        self.READYZ_CACHE_SECONDS = env.number("READYZ_CACHE_SECONDS", 5.0)
         if not 0 <= self.READYZ_CACHE_SECONDS < math.inf:
             raise ConfigError("READYZ_CACHE_SECONDS must be 0 or a positive number of seconds")
         # Seconds between heartbeats sent by celery beat (backend/taskqueue/periodic.py); 0 or "off": none.
-        self.HEARTBEAT_INTERVAL = _seconds_or_off(environ, "HEARTBEAT_INTERVAL", 30.0)
+        self.HEARTBEAT_INTERVAL = env.seconds_or_off("HEARTBEAT_INTERVAL", 30.0)
         self._check_consistency()
         self.CELERY = self.celery_settings()
+
+    def _read_gunicorn_settings(self, env: Environment) -> None:
+        """gunicorn's settings (gunicorn.conf.py reads them from here)."""
+        self.GUNICORN_BIND = env.text("GUNICORN_BIND", DEFAULT_GUNICORN_BIND)
+        self.GUNICORN_WORKERS = env.integer("GUNICORN_WORKERS", min(4, multiprocessing.cpu_count()), minimum=1)
+        # Threads per gunicorn worker process; also sizes MAX_WAITING_REQUESTS and the
+        # broker pool, so all three come from this one value (gunicorn.conf.py explains 16).
+        self.GUNICORN_THREADS = env.integer("GUNICORN_THREADS", DEFAULT_GUNICORN_THREADS, minimum=1)
+        # No request should take long: Redis calls time out in seconds. A stuck worker is killed.
+        self.GUNICORN_TIMEOUT = env.integer("GUNICORN_TIMEOUT", 30, minimum=1)
+        self.GUNICORN_GRACEFUL_TIMEOUT = env.integer("GUNICORN_GRACEFUL_TIMEOUT", 10, minimum=0)
+        # "-" is stdout; set but empty turns the access log off (a proxy in front may keep one).
+        access_log = env.values.get("GUNICORN_ACCESSLOG", "-").strip()
+        self.GUNICORN_ACCESSLOG: str | None = access_log or None
+        self.GUNICORN_LOGLEVEL = env.choice("GUNICORN_LOGLEVEL", "info", LOG_LEVELS)
+
+    def _read_worker_settings(self, env: Environment) -> None:
+        """The Celery worker's and beat's own settings (celery_worker.sh, celery_beat.sh)."""
+        # Pool processes; unset: one per CPU (Celery's default).
+        self.CELERY_CONCURRENCY: int | None = (
+            env.integer("CELERY_CONCURRENCY", 0, minimum=1) if env.raw("CELERY_CONCURRENCY") else None
+        )
+        # Messages a pool process reserves ahead: 1 for long tasks (see worker_prefetch_multiplier).
+        self.CELERY_PREFETCH_MULTIPLIER = env.integer("CELERY_PREFETCH_MULTIPLIER", 1, minimum=1)
+        self.CELERY_QUEUES = env.text("CELERY_QUEUES", DEFAULT_QUEUE)
+        self.CELERY_LOGLEVEL = env.choice("CELERY_LOGLEVEL", "info", LOG_LEVELS)
+        # Unique per worker: %h is the host name.
+        self.CELERY_HOSTNAME = env.text("CELERY_HOSTNAME", "worker@%h")
+        # Beat's state, the last run of each entry; runtime state lives under var/.
+        self.CELERY_BEAT_SCHEDULE_FILE = env.text("CELERY_BEAT_SCHEDULE_FILE", "var/beat/celerybeat-schedule")
+
+    def _read_flower_settings(self, env: Environment) -> None:
+        self.FLOWER_PORT = env.integer("FLOWER_PORT", DEFAULT_FLOWER_PORT, minimum=1)
+        # Keep Flower internal; put a proxy in front of it.
+        self.FLOWER_ADDRESS = env.text("FLOWER_ADDRESS", "127.0.0.1")
+        # user:password[,user2:password2]; production refuses to start Flower without.
+        self.FLOWER_BASIC_AUTH = env.text("FLOWER_BASIC_AUTH", "")
+        # Where the dashboard links to Flower; set FLOWER_URL when a proxy sits in front.
+        self.FLOWER_URL = env.text("FLOWER_URL", f"http://127.0.0.1:{self.FLOWER_PORT}")
+
+    def command_line(self, program: str) -> list[str]:
+        """The arguments of `celery` for celery_worker.sh, celery_beat.sh and flower.sh."""
+        app = ["--app", "backend.worker"]
+        if program == "worker":
+            return [
+                *app, "worker",
+                "--loglevel", self.CELERY_LOGLEVEL,
+                "--queues", self.CELERY_QUEUES,
+                "--hostname", self.CELERY_HOSTNAME,
+                # Mingle asks the other workers for their revoked ids at startup and waits 1 s for
+                # replies. The API's cancel is the job record's flag, not a revoke; only a revoke
+                # sent from Flower or `celery control` goes unlearned by a worker that starts after
+                # it. Gossip follows every other worker's events: nothing uses it, and once a
+                # Flower turns events on, N workers would each process everyone's heartbeats.
+                "--without-mingle",
+                "--without-gossip",
+            ]
+        if program == "beat":
+            return [
+                *app, "beat",
+                "--loglevel", self.CELERY_LOGLEVEL,
+                "--schedule", self.CELERY_BEAT_SCHEDULE_FILE,
+                # Answer `celery inspect ping -d celerybeat@<host>` while the schedule loop
+                # ticks: a health check. /readyz knows this name and counts no beat as a worker.
+                "--enable-remote-control",
+                "--hostname", f"{BEAT_NODE_PREFIX}%h",
+            ]
+        if program == "flower":
+            auth = [f"--basic-auth={self.FLOWER_BASIC_AUTH}"] if self.FLOWER_BASIC_AUTH else []
+            return [*app, "flower", f"--port={self.FLOWER_PORT}", f"--address={self.FLOWER_ADDRESS}", *auth]
+        raise ConfigError(f"no command line for {program!r}: worker, beat or flower")
 
     def _check_consistency(self) -> None:
         """Refuse settings that contradict each other, in every environment."""
@@ -227,13 +346,14 @@ class BaseConfig:
             # a crash or deploy mid-task does not lose the task.
             "task_acks_late": True,
             "task_reject_on_worker_lost": True,
-            # Long tasks: a worker reserves one message at a time, so queued work
+            # Long tasks: by default a worker reserves one message at a time, so queued work
             # is not stuck behind a busy worker while another one is idle. A worker that
             # runs only short tasks (its own queue) may reserve more with
-            # CELERY_PREFETCH_MULTIPLIER=4 (celery_worker.sh): on no-op tasks, 4 instead of 1
-            # took it from 0.6-0.8x to 1.0x of Celery's defaults (make bench). Still late acks:
+            # CELERY_PREFETCH_MULTIPLIER=4 (docs/performance.md has the figures). Still late acks:
             # reserved messages are leased like running ones and come back if the worker dies.
-            "worker_prefetch_multiplier": 1,
+            "worker_prefetch_multiplier": self.CELERY_PREFETCH_MULTIPLIER,
+            # Pool processes (CELERY_CONCURRENCY); None: one per CPU, Celery's default.
+            "worker_concurrency": self.CELERY_CONCURRENCY,
             # A runaway task is killed after an hour (see LONG_TASK_TIME_LIMIT).
             "task_time_limit": LONG_TASK_TIME_LIMIT,
             "task_soft_time_limit": LONG_TASK_SOFT_TIME_LIMIT,
@@ -367,3 +487,20 @@ def load_config(environ: Mapping[str, str] | None = None) -> BaseConfig:
     config = config_class(values)
     config.validate()
     return config
+
+
+def main(argv: list[str]) -> None:
+    """`python config.py worker|beat|flower`: the validated command line of that program,
+    one argument per line, for the shell scripts; a configuration error is one line on
+    stderr and exit status 1."""
+    if len(argv) != 2:
+        sys.exit("usage: python config.py worker|beat|flower")
+    try:
+        arguments = load_config().command_line(argv[1])
+    except ConfigError as error:
+        sys.exit(f"configuration error: {error}")
+    print("\n".join(arguments))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

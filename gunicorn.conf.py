@@ -1,34 +1,41 @@
-"""gunicorn settings for the API, from the environment (gunicorn reads this file
-from the working directory): gunicorn --config gunicorn.conf.py 'backend:create_app()'"""
+"""gunicorn settings for the API (gunicorn reads this file from the working directory):
 
-import multiprocessing
-import os
+    gunicorn --config gunicorn.conf.py 'backend:create_app()'
+
+Every value comes from config.py, as the app's own settings do, `.env` included:
+the API and gunicorn cannot disagree on GUNICORN_THREADS, which also sizes
+MAX_WAITING_REQUESTS and the broker pool.
+"""
+
 import sys
 
-from config import DEFAULT_GUNICORN_THREADS, read_environment
+from config import ConfigError, load_config
 
-bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:5000")
-workers = int(os.environ.get("GUNICORN_WORKERS", min(4, multiprocessing.cpu_count())))
+try:
+    settings = load_config()
+except ConfigError as error:
+    # SystemExit, not a traceback: gunicorn would print this file's stack for an exception.
+    sys.exit(f"configuration error: {error}")
+
+bind = settings.GUNICORN_BIND
+workers = settings.GUNICORN_WORKERS
 # gthread: a pool of threads per worker process. Requests are short Redis round trips,
 # and an open event stream or long-poll is a thread blocked in poll(), costing memory
-# but no CPU. Measured with make bench (2 cores): gevent, the usual choice for long-lived
-# connections, took as much or more CPU per request (status 1.02 vs 0.92-0.98 ms) and
-# would have to monkey-patch Celery, kombu and redis-py before they load.
+# but no CPU. gevent, the usual choice for long-lived connections, took as much or more
+# CPU per request in make bench and would have to monkey-patch Celery, kombu and
+# redis-py before they load (docs/performance.md).
 worker_class = "gthread"
 # Each open stream (GET /status/<id>/events) or long-poll holds one thread for its life,
 # so workers x threads bounds them (a dashboard tab holds up to 2). 16 rather than 4:
 # room for streams beside ordinary requests. The price is paid under saturation, when
-# more threads contend for the GIL: HTTP submits reached 0.34-0.40x of raw apply_async
-# with 16 threads, 0.44-0.45x with 4 (side by side, 2 cores). An API that serves no
-# streams or long-polls can set GUNICORN_THREADS=4.
-threads = int(os.environ.get("GUNICORN_THREADS") or DEFAULT_GUNICORN_THREADS)
-# No request should take long: Redis calls time out in seconds. A stuck worker is killed.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"))
-# "-" is stdout; GUNICORN_ACCESSLOG= (empty) turns the access log off (a proxy in front may keep one).
-accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None
+# more threads contend for the GIL (docs/performance.md measures both). An API that
+# serves no streams or long-polls can set GUNICORN_THREADS=4.
+threads = settings.GUNICORN_THREADS
+timeout = settings.GUNICORN_TIMEOUT
+graceful_timeout = settings.GUNICORN_GRACEFUL_TIMEOUT
+accesslog = settings.GUNICORN_ACCESSLOG
 errorlog = "-"
-loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+loglevel = settings.GUNICORN_LOGLEVEL
 # gunicorn 27's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl),
 # shared by every instance on the machine; we do not use it, so two stacks never clash.
 control_socket_disable = True
@@ -42,9 +49,7 @@ from backend.ops.logs import logging_config  # noqa: E402
 # gunicorn's default access line, plus the request id the API answered with.
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %({x-request-id}o)s'
 # LOG_FORMAT=json: every line of gunicorn and the app one JSON object; text otherwise.
-logconfig_dict = logging_config(
-    (read_environment().get("LOG_FORMAT") or "text").strip().lower(), loglevel.upper(), accesslog or None
-)
+logconfig_dict = logging_config(settings.LOG_FORMAT, loglevel.upper(), accesslog)
 
 
 def on_starting(server):

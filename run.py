@@ -7,19 +7,23 @@ For the whole stack use `make run`; in production use gunicorn (see README).
 """
 
 import logging.config
-import os
+import sys
 
 from backend import create_app
 from backend.ops.logs import logging_config
+from config import ConfigError
 
 
 def main() -> None:
-    app = create_app()
+    try:
+        app = create_app()
+    except ConfigError as error:
+        sys.exit(f"configuration error: {error}")
     # The API's log format (LOG_FORMAT), as under gunicorn; werkzeug's request lines included.
     logging.config.dictConfig(logging_config(app.config["LOG_FORMAT"], access_log=None))
     app.run(
-        host=os.environ.get("FLASK_RUN_HOST", "127.0.0.1"),
-        port=int(os.environ.get("FLASK_RUN_PORT", "5000")),
+        host=app.config["FLASK_RUN_HOST"],
+        port=app.config["FLASK_RUN_PORT"],
         debug=app.config["DEBUG"],
     )
 

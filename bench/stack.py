@@ -18,7 +18,7 @@ import psutil
 import requests
 
 from bench.app import SETTINGS_VARIABLE
-from config import DEFAULT_GUNICORN_THREADS
+from config import load_config
 from devtools.processes import Process, wait_until
 from devtools.redis_server import RedisServer, free_port
 
@@ -172,13 +172,10 @@ class BenchStack:
 
     def gunicorn_workers_configured(self) -> int:
         """The number of workers gunicorn.conf.py gives the API in this environment."""
-        import multiprocessing
-
-        raw = self.env().get("GUNICORN_WORKERS")
-        return int(raw) if raw else min(4, multiprocessing.cpu_count())
+        return load_config(self.env()).GUNICORN_WORKERS
 
     def gunicorn_threads(self) -> int:
-        return int(self.env().get("GUNICORN_THREADS") or DEFAULT_GUNICORN_THREADS)
+        return load_config(self.env()).GUNICORN_THREADS
 
     def api_workers(self) -> list[psutil.Process]:
         assert self.api is not None

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from config import read_environment
+from config import BaseConfig, ConfigError, load_config, read_environment
 from devtools.redis_server import RedisServer, quick_client
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,6 @@ LOCAL_REDIS_PORT = 6379
 LOCAL_REDIS_URL = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
 # Any of these means "I have a Redis": then the stack starts none.
 REDIS_URL_VARIABLES = ("REDIS_URL", "BROKER_URL", "RESULT_BACKEND")
-DEFAULT_GUNICORN_BIND = "127.0.0.1:5000"
 HEALTH_TIMEOUT = 60.0
 # Per child, but all children are stopped at once, so the whole stop stays near this.
 STOP_TIMEOUT = 10.0
@@ -138,7 +137,6 @@ def child_environment() -> dict[str, str]:
     env["VIRTUAL_ENV"] = str(VENV)
     # Python children buffer stdout when it is a pipe; unbuffered, their lines show up when written.
     env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("GUNICORN_BIND", DEFAULT_GUNICORN_BIND)
     env.setdefault("CELERY_HOSTNAME", "worker1@%h")
     return env
 
@@ -367,9 +365,8 @@ def stop_children(children: Sequence[Child], log: PrefixedLog, shutdown: Shutdow
 # --- main ----------------------------------------------------------------------------------
 
 
-def print_banner(env: dict[str, str], api_url: str, log: PrefixedLog) -> None:
-    # flower.sh listens on FLOWER_PORT; FLOWER_URL is for when a proxy sits in front.
-    flower_url = env.get("FLOWER_URL") or f"http://127.0.0.1:{env.get('FLOWER_PORT') or 5555}"
+def print_banner(settings: BaseConfig, api_url: str, log: PrefixedLog) -> None:
+    flower_url = settings.FLOWER_URL
     for line in [
         "-" * 64,
         f"API        {api_url}",
@@ -389,12 +386,17 @@ def print_banner(env: dict[str, str], api_url: str, log: PrefixedLog) -> None:
 
 def run_stack(log: PrefixedLog, shutdown: ShutdownRequest) -> int:
     env = child_environment()
-    api_url = api_base_url(env["GUNICORN_BIND"])
     redis_server: RedisServer | None = None
     redis_tail: tuple[threading.Thread, threading.Event] | None = None
     children: list[Child] = []
     exit_code = 0
     try:
+        try:
+            # The settings every child will read, validated before any of them starts.
+            settings = load_config(env)
+        except ConfigError as error:
+            raise StackFailure(f"configuration error: {error}") from None
+        api_url = api_base_url(settings.GUNICORN_BIND)
         redis_server = provide_redis(env, log)
         if redis_server is not None:
             redis_tail = start_tailing(redis_server.log_path, redis_server.log_offset, "redis", log)
@@ -403,7 +405,7 @@ def run_stack(log: PrefixedLog, shutdown: ShutdownRequest) -> int:
                 break
             children.append(start_child(spec, env, log))
         if wait_until_api_is_healthy(f"{api_url}/healthz", children, shutdown):
-            print_banner(env, api_url, log)
+            print_banner(settings, api_url, log)
             supervise(children, shutdown)
         reason = f"{shutdown.signal.name} received" if shutdown.signal else "stop requested"
         log.line("stack", f"{reason}: stopping everything")

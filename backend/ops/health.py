@@ -14,11 +14,10 @@ from flask import current_app
 from backend import extensions
 from backend.jobs.timestamps import epoch_iso
 from backend.taskqueue.periodic import last_heartbeat
+from config import BEAT_NODE_PREFIX
 
 # A heartbeat older than this many intervals is stale: one late or expired beat is no alarm.
 FRESH_INTERVALS = 3
-# celery_beat.sh's node name: beat answers pings (its health check) but runs no task.
-BEAT_NODE_PREFIX = "celerybeat@"
 
 
 class WorkerPings:
