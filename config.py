@@ -450,7 +450,9 @@ class ProductionConfig(BaseConfig):
                 "(clients send Authorization: Bearer <token>)"
             )
         elif any(len(token) < 32 for token in self.API_TOKENS):
-            problems.append("API_TOKENS has a token shorter than 32 characters: use random tokens (secrets.token_hex(32))")
+            problems.append(
+                "API_TOKENS has a token shorter than 32 characters: use random tokens (secrets.token_hex(32))"
+            )
         user, _, password = self.FLOWER_BASIC_AUTH.partition(":")
         if not user or not password:
             problems.append(

@@ -6,10 +6,12 @@ at POST /tasks/<name> and documented in /openapi.json.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backend.jobs.registry import public_task
+from backend.taskqueue.task import RecordedTask
 
 # A long task must finish well inside its hard time limit (config.LONG_TASK_TIME_LIMIT).
 LONG_TASK_MAX_SECONDS = 3000
@@ -45,7 +47,7 @@ class AddInput(BaseModel):
 
 
 @public_task(LongTaskInput, bind=True)
-def long_task(self, steps: int = 10, step_seconds: float = 1.0) -> dict:
+def long_task(self: RecordedTask, steps: int = 10, step_seconds: float = 1.0) -> dict[str, Any]:
     """Run `steps` steps, reporting PROGRESS after each; stops at the next step when cancelled."""
     for step in range(1, steps + 1):
         self.raise_if_cancelled()

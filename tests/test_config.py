@@ -4,8 +4,8 @@ import subprocess
 
 import pytest
 
-from backend.taskqueue.transport import Transport
 from backend import extensions
+from backend.taskqueue.transport import Transport
 from config import DEFAULT_REDIS_URL, ConfigError, DevelopmentConfig, ProductionConfig, load_config
 from tests.conftest import make_app
 from tests.processes import PROJECT_ROOT, service_env

@@ -12,7 +12,8 @@ def refuse(*args, **kwargs):
     raise SystemExit("a connection was opened at import time: %r" % (args,))
 socket.socket.connect = refuse
 socket.socket.connect_ex = refuse
-import backend, backend.api.routes, backend.tasks, backend.jobs.service, backend.taskqueue.celery_app, backend.jobs.records, backend.ops.cli
+import backend, backend.api.routes, backend.tasks, backend.jobs.service, backend.ops.cli
+import backend.taskqueue.celery_app, backend.taskqueue.consumer, backend.taskqueue.leases
 import backend.worker  # the worker entry point builds the app: still no connection
 assert threading.active_count() == 1, threading.enumerate()
 print("ok")

@@ -48,7 +48,8 @@ def test_a_mistyped_boolean_is_refused_naming_the_variable(typo):
         pytest.param(["./celery_worker.sh"], id="worker"),
         pytest.param(["./celery_beat.sh"], id="beat"),
         pytest.param(["./flower.sh"], id="flower"),
-        pytest.param([str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", "backend:create_app()"], id="gunicorn"),
+        pytest.param([str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", "backend:create_app()"],
+                     id="gunicorn"),
         pytest.param([sys.executable, "run.py"], id="run.py"),
     ],
 )

@@ -121,7 +121,7 @@ def _events(
                 yield format_event(watch.status)
             elif client_watch is not None and client_watch.disconnected():
                 return
-    except (*REDIS_UNAVAILABLE, ServiceError) as exc:
+    except (*REDIS_UNAVAILABLE, ServiceError) as exc:  # type: ignore[misc]  # mypy cannot unpack a tuple here
         # Too late for an error response: end the stream; the client reconnects
         # and then gets the 503 (or 404 if the job expired meanwhile).
         log.warning("event stream of job %s ended early: %s", job_id, exc)

@@ -3,8 +3,12 @@ the API validates with, and the interactive page at /docs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from flask import Flask, jsonify, redirect
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
+from spectree.models import SecureType
 from spectree.page import PAGE_TEMPLATES
 from spectree.plugins.flask_plugin import FlaskPlugin
 
@@ -20,10 +24,11 @@ class DocumentingFlaskPlugin(FlaskPlugin):
     skip_validation runs as is. The stock plugin still reads each response's body and
     builds a second response from it: measured 16-20 µs CPU per request."""
 
-    def validate(  # noqa: PLR0913  (spectree's signature)
-        self, func, query, json, form, headers, cookies, resp, before, after,
-        validation_error_status, skip_validation, force_resp_serialize, *args, **kwargs,
-    ):
+    def validate(
+        self, func: Callable[..., Any], query: Any, json: Any, form: Any, headers: Any, cookies: Any, resp: Any,
+        before: Any, after: Any, validation_error_status: int, skip_validation: bool, force_resp_serialize: bool,
+        *args: Any, **kwargs: Any,
+    ) -> Any:
         if skip_validation:
             return func(*args, **kwargs)
         return super().validate(
@@ -37,8 +42,8 @@ class JobsSpec(SpecTree):
     Built on first use, as spectree builds it: creating an app stays cheap."""
 
     @property
-    def spec(self) -> dict:
-        document = super().spec
+    def spec(self) -> dict[str, Any]:
+        document: dict[str, Any] = super().spec
         if not getattr(self, "_completed", False):
             _optional_bodies(document)  # the steps are idempotent: a race between threads is harmless
             _link_task_ids(document)
@@ -49,10 +54,8 @@ class JobsSpec(SpecTree):
 
 def create_spec(*, bearer_auth: bool) -> SpecTree:
     """The spec; with bearer_auth, every route but the health checks asks for a token."""
-    security = {
-        "security_schemes": [SecurityScheme(name="bearerAuth", data=SecuritySchemeData(type="http", scheme="bearer"))],
-        "security": {"bearerAuth": []},
-    } if bearer_auth else {}
+    bearer = SecurityScheme(name="bearerAuth", data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer"))
+    security: dict[str, Any] = {"security_schemes": [bearer], "security": {"bearerAuth": []}} if bearer_auth else {}
     return JobsSpec(
         "flask",
         backend=DocumentingFlaskPlugin,
@@ -75,7 +78,7 @@ def init_app(app: Flask, spec: SpecTree) -> None:
     app.add_url_rule("/docs", "docs_page", lambda: redirect(f"/{DOCS_PATH}/swagger/"))
 
 
-def _optional_bodies(document: dict) -> None:
+def _optional_bodies(document: dict[str, Any]) -> None:
     """spectree marks every JSON body required; a task whose fields all have defaults
     accepts no body at all (its input is then {}), so say so in the document."""
     schemas = document["components"]["schemas"]
@@ -89,7 +92,7 @@ def _optional_bodies(document: dict) -> None:
                 body["required"] = False
 
 
-def _link_task_ids(document: dict) -> None:
+def _link_task_ids(document: dict[str, Any]) -> None:
     """OpenAPI links: the task_id of every 202 leads to the task's status and cancel
     routes, so clients (and schemathesis' stateful tests) can follow a submit."""
     paths = document["paths"]
@@ -107,7 +110,7 @@ def _link_task_ids(document: dict) -> None:
                 }
 
 
-def _document_event_stream(document: dict) -> None:
+def _document_event_stream(document: dict[str, Any]) -> None:
     """GET /status/{task_id}/events, which spectree cannot document (see backend/api/events.py),
     with the same error responses as the status route."""
     status = document["paths"]["/status/{task_id}"]["get"]

@@ -4,6 +4,7 @@ gunicorn worker and every API machine shares one count per client."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, request
 from flask_limiter import Limiter
@@ -19,7 +20,7 @@ def rate_limit_key() -> str:
     return client if client != ANONYMOUS else f"ip-{request.remote_addr or 'unknown'}"
 
 
-def submit_limit(app: Flask) -> Callable:
+def submit_limit(app: Flask) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A decorator for submit views: one shared limit across all of them, so a
     client cannot multiply its rate by spreading submits over several routes."""
     limit = app.config["SUBMIT_RATE_LIMIT"]

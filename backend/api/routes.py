@@ -7,7 +7,7 @@ rate limit. A submit route exists for every public task in the registry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,7 +141,7 @@ class Route:
     view: View
     method: str = "GET"
     tags: tuple[str, ...] = ()
-    responses: dict[str, type[BaseModel]] = field(default_factory=dict)
+    responses: Mapping[str, type[BaseModel]] = field(default_factory=dict)
     json: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     submits: bool = False  # rate-limited as a submit
@@ -192,7 +192,7 @@ def create_blueprint(spec: SpecTree, limit_submits: Callable[[View], View]) -> B
                 resp=Responses(**route.responses),
                 tags=route.tags,
                 skip_validation=True,
-                **({"security": {}} if route.open else {}),
+                security={} if route.open else None,
             )(view)
         bp.add_url_rule(route.rule, endpoint=route.endpoint, view_func=view, methods=[route.method])
     return bp

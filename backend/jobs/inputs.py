@@ -46,7 +46,7 @@ def validate_input(model: type[Model], data: Any, *, from_query: bool = False) -
     try:
         return model.model_validate(dict(data), strict=not from_query)
     except ValidationError as exc:
-        details = [
+        details: list[dict[str, str | None]] = [
             {
                 "field": ".".join(str(part) for part in error["loc"]) or None,
                 "message": error["msg"],
@@ -54,5 +54,5 @@ def validate_input(model: type[Model], data: Any, *, from_query: bool = False) -
             }
             for error in exc.errors(include_url=False, include_context=False, include_input=False)
         ]
-        summary = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details)
+        summary = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else str(d["message"]) for d in details)
         raise ServiceError(422, "validation_error", summary, details) from None

@@ -8,6 +8,9 @@ cancellation flag. It lives beside the results and expires with them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import redis
 
 from backend.jobs.timestamps import now_iso
@@ -84,7 +87,7 @@ class JobRecords:
 
     def create(self, job_id: str, task_name: str) -> None:
         pipe = self.client.pipeline()
-        pipe.hset(self.key(job_id), mapping=self.new_record(task_name))
+        pipe.hset(self.key(job_id), mapping=self.new_record(task_name))  # type: ignore[arg-type]  # dict is invariant
         pipe.expire(self.key(job_id), self.ttl)
         pipe.execute()
 
@@ -104,7 +107,8 @@ class JobRecords:
         return self._decode(raw_record), value
 
     @staticmethod
-    def _decode(raw: dict[bytes, bytes]) -> dict[str, str] | None:
+    def _decode(raw: Mapping[Any, Any]) -> dict[str, str] | None:
+        # The client answers bytes (no decode_responses): Celery's backend shares its Redis.
         return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
 
     def start_unless_cancelled(

@@ -6,22 +6,22 @@ last run) is written by these functions, so every one parses the same way.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def utc_iso(moment: datetime) -> str:
     """`moment` in the service's format; a naive datetime is taken as UTC (Celery's date_done is)."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def now_iso() -> str:
-    return utc_iso(datetime.now(timezone.utc))
+    return utc_iso(datetime.now(UTC))
 
 
 def epoch_iso(seconds: float) -> str:
-    return utc_iso(datetime.fromtimestamp(seconds, timezone.utc))
+    return utc_iso(datetime.fromtimestamp(seconds, UTC))
 
 
 def normalized_iso(value: datetime | str | None) -> str | None:
@@ -29,9 +29,9 @@ def normalized_iso(value: datetime | str | None) -> str | None:
     text that is not ISO 8601 is returned as it is, None as None."""
     if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return value
-    return utc_iso(value)
+    if isinstance(value, datetime):
+        return utc_iso(value)
+    try:
+        return utc_iso(datetime.fromisoformat(value))
+    except ValueError:
+        return value

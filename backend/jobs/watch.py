@@ -159,7 +159,8 @@ class Subscriptions:
                 (subscription.pubsub if subscription is not None else pubsub).close()
 
     def _new_kept_pubsub(self) -> PubSub:
-        pubsub = self._kept.pubsub = self.client.pubsub()
+        pubsub: PubSub = self.client.pubsub()
+        self._kept.pubsub = pubsub
         return pubsub
 
     @staticmethod

@@ -50,6 +50,7 @@ class WorkerPings:
                     self._answer = (time.monotonic(), exc)
                 else:  # timed when the ping ended: it answers everyone who asked before
                     self._answer = (time.monotonic(), names)
+            assert self._answer is not None  # set just above, or usable
             at, answer = self._answer
         finally:
             self._lock.release()
@@ -105,7 +106,9 @@ def heartbeat_check(redis_ok: bool) -> dict[str, Any]:
     if not interval:
         return {"ok": True, "schedule": "off"}
     fresh_within = FRESH_INTERVALS * interval
-    check: dict[str, Any] = {"ok": False, "last_run_at": None, "age_seconds": None, "fresh_within_seconds": fresh_within}
+    check: dict[str, Any] = {
+        "ok": False, "last_run_at": None, "age_seconds": None, "fresh_within_seconds": fresh_within,
+    }
     if not redis_ok:
         return {**check, "error": "not checked: Redis is unavailable"}
     try:

@@ -85,7 +85,9 @@ class AccessJsonFormatter(JsonFormatter):
 
 
 def access_json_formatter() -> AccessJsonFormatter:
-    return AccessJsonFormatter(("levelname", "name", "process", "message"), rename_fields=JSON_RENAMED, timestamp="time")
+    return AccessJsonFormatter(
+        ("levelname", "name", "process", "message"), rename_fields=JSON_RENAMED, timestamp="time"
+    )
 
 
 def logging_config(log_format: str, level: str = "INFO", access_log: str | None = "-") -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from typing import Any
 
 from celery import current_task
 from celery.signals import before_task_publish
@@ -37,11 +38,12 @@ def request_id_from(value: str | None) -> str:
 def current_request_id() -> str | None:
     """The id of the request (or CLI command) being served, else of the task being run."""
     if has_app_context():
-        request_id = g.get("request_id")
+        request_id: str | None = g.get("request_id")
         if request_id:
             return request_id
     if current_task and current_task.request.id is not None:
-        return current_task.request.get(MESSAGE_HEADER)
+        carried: str | None = current_task.request.get(MESSAGE_HEADER)
+        return carried
     return None
 
 
@@ -56,7 +58,7 @@ def _echo_request_id(response: Response) -> Response:
     return response
 
 
-def _add_to_message(headers: dict | None = None, **_: object) -> None:
+def _add_to_message(headers: dict[str, Any] | None = None, **_: object) -> None:
     request_id = current_request_id()
     if request_id and headers is not None:
         headers.setdefault(MESSAGE_HEADER, request_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import Any
 
 from celery.worker.consumer import Consumer
 from celery.worker.state import active_requests
@@ -24,11 +25,11 @@ RECONNECT_INTERVALS = {"interval_start": 0.5, "interval_step": 0.5, "interval_ma
 
 
 class JobsConsumer(Consumer):
-    def ensure_connected(self, conn):
+    def ensure_connected(self, conn: Any) -> Any:
         conn.ensure_connection = partial(conn.ensure_connection, **RECONNECT_INTERVALS)
         return super().ensure_connected(conn)
 
-    def cancel_active_requests(self):
+    def cancel_active_requests(self) -> Any:
         """Called by the cold (after soft) shutdown to cancel and requeue running tasks."""
         records = self.app.Task.records
         for request in tuple(active_requests):

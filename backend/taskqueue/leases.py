@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from celery import bootsteps
 from celery.concurrency.solo import TaskPool as SoloPool
@@ -41,11 +42,11 @@ class RenewLeases(bootsteps.StartStopStep):
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
-    def __init__(self, c, **kwargs):
+    def __init__(self, c: Any, **kwargs: Any) -> None:
         self.timer_entry = None
         super().__init__(c, **kwargs)
 
-    def start(self, c):
+    def start(self, c: Any) -> None:
         channel = c.task_consumer.channel
         if not hasattr(channel, "unacked_index_key"):
             return  # not the Redis transport: nothing to renew
@@ -60,7 +61,7 @@ class RenewLeases(bootsteps.StartStopStep):
         interval = max(channel.visibility_timeout / RENEWALS_PER_TIMEOUT, 0.5)
         self.timer_entry = c.timer.call_repeatedly(interval, renew_leases, (channel,))
 
-    def stop(self, c):
+    def stop(self, c: Any) -> None:
         if self.timer_entry is not None:
             self.timer_entry.cancel()
             self.timer_entry = None
@@ -68,7 +69,7 @@ class RenewLeases(bootsteps.StartStopStep):
     shutdown = stop
 
 
-def held_delivery_tags(channel) -> list[str]:
+def held_delivery_tags(channel: Any) -> list[str]:
     """Delivery tags this channel holds and has not acknowledged.
 
     kombu keeps no public list of them; its QoS tracks delivered messages in
@@ -79,7 +80,7 @@ def held_delivery_tags(channel) -> list[str]:
     return [tag for tag in list(qos._delivered) if tag not in qos._dirty]
 
 
-def renew_leases(channel) -> int:
+def renew_leases(channel: Any) -> int:
     """Rescore the held messages to now; returns how many were renewed."""
     tags = held_delivery_tags(channel)
     if not tags:
@@ -87,7 +88,8 @@ def renew_leases(channel) -> int:
     try:
         with channel.conn_or_acquire() as client:
             # XX: only rescore messages still unacknowledged; never re-add an acked one.
-            return client.zadd(channel.unacked_index_key, dict.fromkeys(tags, time.time()), xx=True, ch=True)
+            renewed: int = client.zadd(channel.unacked_index_key, dict.fromkeys(tags, time.time()), xx=True, ch=True)
+            return renewed
     except channel.connection_errors + channel.channel_errors as exc:
         # The consumer reconnects on its own; missed renewals are what the
         # margin of RENEWALS_PER_TIMEOUT is for.

@@ -14,6 +14,8 @@ stored state, so it cannot miss a result that arrived first.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery.backends.redis import RedisBackend
 
 from backend.jobs.records import JobRecords
@@ -22,10 +24,10 @@ from backend.jobs.records import JobRecords
 class JobsResultBackend(RedisBackend):
     """Selected by config.RESULTS_BACKEND_CLASS."""
 
-    def on_task_call(self, producer, task_id):
+    def on_task_call(self, producer: Any, task_id: str) -> None:
         """Do not subscribe to the result: nothing in the API waits for it."""
 
-    def _set(self, key, value, expires=None):
+    def _set(self, key: bytes | str, value: bytes | str, expires: int | None = None) -> None:
         """Celery's own _set (store and publish in one pipeline), plus an EXPIRE that
         keeps the job's record (backend/jobs/records.py) as long as the state just stored:
         a status lookup needs both. In the same round trip as the state, where the

@@ -26,7 +26,7 @@ class DeliveryLimitExceeded(Exception):
     """The job's earlier runs all died with their worker; it is not run again."""
 
 
-class RecordedTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
+class RecordedTask(Task):
     """A task whose every job has a record (`job:<id>`): progress, cancel, delivery count.
 
     `records` and `max_deliveries` are set by make_celery on the app's subclass.

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import redis
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from kombu.utils.objects import cached_property
@@ -20,11 +21,12 @@ from kombu.utils.objects import cached_property
 
 class Channel(kombu_redis.Channel):
     @cached_property
-    def _shared_client(self):
-        return self._create_client()
+    def _shared_client(self) -> redis.Redis:
+        client: redis.Redis = self._create_client()  # type: ignore[no-untyped-call]  # kombu is untyped
+        return client
 
     @contextmanager
-    def conn_or_acquire(self, client=None) -> Iterator:
+    def conn_or_acquire(self, client: redis.Redis | None = None) -> Iterator[redis.Redis]:
         yield client or self._shared_client
 
 
