@@ -56,7 +56,7 @@ if redis.call('HGET', KEYS[1], 'attempt') == ARGV[1]
 end
 """
 
-# Returns 1 when the task had not started yet (so it never will), 0 otherwise.
+# Returns 1 when the job had not started yet (so it never will), 0 otherwise.
 _REQUEST_CANCEL = """
 redis.call('HSETNX', KEYS[1], 'cancel_requested_at', ARGV[1])
 if redis.call('HEXISTS', KEYS[1], 'started_at') == 1 then

@@ -149,7 +149,7 @@ def configure_worker_logging(log_format: str) -> None:
         # it would break one-JSON-object-per-line. "celery@... ready." is still logged.
         instance.quiet = True
 
-    after_setup_logger.connect(reformat, weak=False, dispatch_uid="backend.logs.root")
-    after_setup_task_logger.connect(reformat, weak=False, dispatch_uid="backend.logs.task")
+    after_setup_logger.connect(reformat, weak=False, dispatch_uid="backend.ops.logs.root")
+    after_setup_task_logger.connect(reformat, weak=False, dispatch_uid="backend.ops.logs.task")
     if json_lines:
-        celeryd_init.connect(no_banner, weak=False, dispatch_uid="backend.logs.banner")
+        celeryd_init.connect(no_banner, weak=False, dispatch_uid="backend.ops.logs.banner")

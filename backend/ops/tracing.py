@@ -2,9 +2,9 @@
 
 A client's (or proxy's) id is kept when it is short and plain, so one id follows a
 request through the proxy, the API and the worker; anything else is replaced, since
-the id is written into every log line and response. A task published while serving
+the id is written into every log line and response. A job published while serving
 a request carries the id in its message headers; the worker's log lines for that
-task show it (backend/logs.py).
+job show it (backend/ops/logs.py).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def request_id_from(value: str | None) -> str:
 
 
 def current_request_id() -> str | None:
-    """The id of the request (or CLI command) being served, else of the task being run."""
+    """The id of the request (or CLI command) being served, else of the job being run."""
     if has_app_context():
         request_id: str | None = g.get("request_id")
         if request_id:
