@@ -27,7 +27,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,14 +96,17 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list
     """A Markdown table padded to aligned columns, as the printed tables are."""
     all_rows = [[_cell(cell) for cell in row] for row in (header, *rows)]
     widths = [max(len(row[i]) for row in all_rows) for i in range(len(header))]
-    lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in all_rows]
+    lines = [
+        "| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + " |"
+        for row in all_rows
+    ]
     lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
     return lines
 
 
 def _when(iso: str) -> str:
     """'2026-11-21 09:15 UTC' from an ISO timestamp."""
-    moment = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(timezone.utc)
+    moment = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC)
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -240,7 +243,7 @@ def read_figures(path: Path) -> list[dict[str, Any]]:
 
 def read_snapshot(path: Path) -> dict[str, Any]:
     try:
-        snapshot = json.loads(path.read_text())
+        snapshot: dict[str, Any] = json.loads(path.read_text())
     except OSError:
         raise DocsFiguresError(
             f"{path} is missing: run the reliability suite (make test PYTEST_ARGS=\"-m reliability\"), then {COMMAND}"
@@ -257,9 +260,10 @@ def take_snapshot(paths: Paths, run: Path) -> str:
     covers, so a run of one test file (`-k`) never replaces a whole run's figures.
     """
     if not run.is_file():
-        return f"no reliability run at {paths.relative(run)}: the page shows {paths.relative(paths.reliability_snapshot)}"
+        shown = paths.relative(paths.reliability_snapshot)
+        return f"no reliability run at {paths.relative(run)}: the page shows {shown}"
     figures = read_figures(run)
-    finished = datetime.fromtimestamp(run.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+    finished = datetime.fromtimestamp(run.stat().st_mtime, UTC).isoformat(timespec="seconds")
     current = read_snapshot(paths.reliability_snapshot) if paths.reliability_snapshot.is_file() else None
     if current is not None:
         if finished <= current["run_finished_at"]:
@@ -286,7 +290,7 @@ def newer_run(paths: Paths, run: Path) -> str | None:
     """A note when `run` is newer than the snapshot (a check does not take it)."""
     if not run.is_file() or not paths.reliability_snapshot.is_file():
         return None
-    finished = datetime.fromtimestamp(run.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+    finished = datetime.fromtimestamp(run.stat().st_mtime, UTC).isoformat(timespec="seconds")
     if finished <= read_snapshot(paths.reliability_snapshot)["run_finished_at"]:
         return None
     return (f"note: {paths.relative(run)} is newer than {paths.relative(paths.reliability_snapshot)}; "

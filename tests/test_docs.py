@@ -293,8 +293,10 @@ def resolves(dotted: str) -> bool:
         base = ROOT.joinpath(*parts[:cut])
         module = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
         if module.is_file():
-            rest = parts[cut:]
-            return not rest or re.search(rf"^\s*(?:def|class) {rest[0]}\b|^{rest[0]} =", module.read_text(), re.M) is not None
+            if cut == len(parts):
+                return True
+            name = parts[cut]
+            return re.search(rf"^\s*(?:def|class) {name}\b|^{name} =", module.read_text(), re.MULTILINE) is not None
     return False
 
 
