@@ -3,7 +3,7 @@
     python run.py              # http://127.0.0.1:5000, debug off
     FLASK_DEBUG=1 python run.py
 
-For the whole stack use `make run`; in production use gunicorn (see README).
+For the whole stack use `make run`; in production use gunicorn (docs/operations.md).
 """
 
 import logging.config

@@ -26,7 +26,7 @@ VENV_BIN = Path(sys.executable).parent
 API_DB, RAW_DB, DEFAULTS_DB = 0, 1, 2
 # Where a worker waits, started but consuming nothing, until the phase begins.
 HOLD_QUEUE = "bench.hold"
-# CELERY_PREFETCH_MULTIPLIER of our worker: the setting for a worker of short tasks (README).
+# CELERY_PREFETCH_MULTIPLIER of our worker: the setting for a worker of short tasks (docs/performance.md).
 SHORT_TASK_PREFETCH = 4
 # Settings of the children that would point them elsewhere or change what is measured.
 STRIPPED = {"REDIS_URL", "BROKER_URL", "RESULT_BACKEND", "APP_ENV", "SECRET_KEY", "API_TOKENS",
@@ -189,7 +189,7 @@ class BenchStack:
         # without mingle and gossip (celery_worker.sh); Celery's defaults keep both.
         if kind == "ours":
             argv = ["./celery_worker.sh", "--include", "bench.tasks"]
-            # The no-op is a short task: measured on the short-task worker the README describes
+            # The no-op is a short task: measured on the short-task worker docs/performance.md describes
             # (prefetch 4, late acks and leases as always), Celery's default prefetch too.
             env = self.env(API_DB, CELERY_HOSTNAME=hostname, CELERY_QUEUES=HOLD_QUEUE,
                            CELERY_CONCURRENCY=str(self.worker_concurrency), CELERY_LOGLEVEL="info",
