@@ -3,15 +3,13 @@ needs a valid token; a refused request is a 401 JSON and enqueues nothing."""
 
 import pytest
 
-from tests.conftest import make_app
-
 TOKEN = "a" * 40
 NEXT_TOKEN = "b" * 40  # two tokens at once: rotation without downtime
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
 
 @pytest.fixture
-def secured(idle_redis_url):
+def secured(make_app, idle_redis_url):
     return make_app(idle_redis_url, API_TOKENS=f"{TOKEN},{NEXT_TOKEN}").test_client()
 
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.processes import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 pytestmark = [pytest.mark.bench, pytest.mark.e2e]
 

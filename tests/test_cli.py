@@ -7,8 +7,7 @@ import time
 import pytest
 
 from devtools.redis_server import free_port
-from tests.conftest import make_app
-from tests.processes import PROJECT_ROOT, VENV_BIN, service_env, wait_until
+from tests.helpers import PROJECT_ROOT, VENV_BIN, service_env, wait_until
 
 
 def invoke(app, *args: str):
@@ -91,7 +90,7 @@ def test_workers_fails_when_no_worker_answers(idle_app):
     [("jobs", "submit", "add", "--json", '{"x": 1, "y": 2}'), ("jobs", "status", "some-id"), ("jobs", "cancel", "some-id"), ("workers",)],
     ids=["submit", "status", "cancel", "workers"],
 )
-def test_a_redis_outage_fails_fast_with_one_line(args):
+def test_a_redis_outage_fails_fast_with_one_line(make_app, args):
     app = make_app(f"redis://127.0.0.1:{free_port()}/0")
     started = time.monotonic()
     result = invoke(app, *args)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from config import load_config
-from tests.processes import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|AUTH|_KEY$")
 # ${NAME:?message}: compose refuses to start when NAME is unset or empty.

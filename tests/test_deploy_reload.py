@@ -8,28 +8,24 @@ import signal
 import pytest
 import requests
 
-from tests.conftest import start_gunicorn
-from tests.processes import PROJECT_ROOT, wait_until
+from tests.helpers import PROJECT_ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
 
 NOT_DEPLOYED = shutil.ignore_patterns(".git", ".venv", ".env", "var", "__pycache__", ".pytest_cache")
 
 
-def test_after_kill_hup_new_workers_run_the_deployed_code(idle_redis_url, tmp_path):
+def test_after_kill_hup_new_workers_run_the_deployed_code(start_gunicorn, idle_redis_url, tmp_path):
     project = tmp_path / "project"
     shutil.copytree(PROJECT_ROOT, project, ignore=NOT_DEPLOYED)
-    gunicorn, base_url = start_gunicorn(idle_redis_url, tmp_path, "gunicorn-hup", project, GUNICORN_WORKERS="1")
+    gunicorn, base_url = start_gunicorn(idle_redis_url, "gunicorn-hup", project, GUNICORN_WORKERS="1")
     url = f"{base_url}/healthz"
-    try:
-        assert "X-Request-ID" in requests.get(url, timeout=5).headers
-        # The deploy: a module that the master itself imported (backend.logs imports it) changes.
-        tracing = project / "backend" / "ops" / "tracing.py"
-        tracing.write_text(tracing.read_text().replace('HEADER = "X-Request-ID"', 'HEADER = "X-Deployed-ID"'))
-        gunicorn.popen.send_signal(signal.SIGHUP)
-        wait_until(
-            lambda: "X-Deployed-ID" in requests.get(url, timeout=5).headers, 30,
-            what="a worker started after the HUP to run the deployed backend/ops/tracing.py",
-        )
-    finally:
-        gunicorn.stop()
+    assert "X-Request-ID" in requests.get(url, timeout=5).headers
+    # The deploy: a module that the master itself imported (backend.logs imports it) changes.
+    tracing = project / "backend" / "ops" / "tracing.py"
+    tracing.write_text(tracing.read_text().replace('HEADER = "X-Request-ID"', 'HEADER = "X-Deployed-ID"'))
+    gunicorn.popen.send_signal(signal.SIGHUP)
+    wait_until(
+        lambda: "X-Deployed-ID" in requests.get(url, timeout=5).headers, 30,
+        what="a worker started after the HUP to run the deployed backend/ops/tracing.py",
+    )

@@ -3,8 +3,7 @@
 import pytest
 import requests
 
-from tests.conftest import FLOWER_AUTH
-from tests.processes import wait_until
+from tests.helpers import FLOWER_AUTH, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,7 @@ import redis
 import requests
 
 from devtools.redis_server import RedisServer, free_port
-from tests.conftest import make_app, wait_for_state
-from tests.processes import wait_until
+from tests.helpers import wait_for_state, wait_until
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 STATUS_KEYS = ["task_id", "name", "state", "progress", "result", "error", "submitted_at", "started_at", "finished_at"]
@@ -103,7 +102,7 @@ def test_a_running_task_streams_each_change_then_its_final_state_and_ends(gunico
     assert stream.retry is not None and stream.retry.isdigit()
 
 
-def test_the_first_event_is_the_same_object_as_the_status_route(gunicorn_url, idle_redis_url):
+def test_the_first_event_is_the_same_object_as_the_status_route(make_app, gunicorn_url, idle_redis_url):
     # A task nobody runs (queued on the idle database, read through an in-process app):
     # nothing changes between the two reads.
     client = make_app(idle_redis_url, EVENTS_MAX_SECONDS="0.2").test_client()
@@ -171,7 +170,7 @@ def test_a_client_that_leaves_frees_its_stream_at_once_not_at_the_next_heartbeat
         requests.post(f"{gunicorn_url}/status/{task_id}/cancel", timeout=10)
 
 
-def test_an_idle_stream_sends_heartbeats_and_ends_after_events_max_seconds(idle_redis_url):
+def test_an_idle_stream_sends_heartbeats_and_ends_after_events_max_seconds(make_app, idle_redis_url):
     client = make_app(idle_redis_url, EVENTS_MAX_SECONDS="1", EVENTS_HEARTBEAT_SECONDS="0.2").test_client()
     task_id = client.post("/add", json={"x": 1, "y": 2}).get_json()["task_id"]
     started = time.monotonic()
@@ -216,7 +215,7 @@ def test_a_change_is_sent_at_once_not_at_the_next_heartbeat(idle_app, idle_clien
     assert time.monotonic() - started < 5  # the heartbeat is 15 s: it came from pub/sub
 
 
-def test_redis_lost_mid_stream_ends_the_stream_cleanly(tmp_path):
+def test_redis_lost_mid_stream_ends_the_stream_cleanly(make_app, tmp_path):
     server = RedisServer(free_port(), tmp_path)
     server.start()
     try:
@@ -234,7 +233,7 @@ def test_redis_lost_mid_stream_ends_the_stream_cleanly(tmp_path):
     assert not any("event: status" in chunk for chunk in rest)
 
 
-def test_before_streaming_a_redis_outage_is_a_503_json():
+def test_before_streaming_a_redis_outage_is_a_503_json(make_app):
     client = make_app(f"redis://127.0.0.1:{free_port()}/0").test_client()
     response = client.get(f"/status/{UNKNOWN_ID}/events")
     assert response.status_code == 503
@@ -242,7 +241,7 @@ def test_before_streaming_a_redis_outage_is_a_503_json():
     assert response.headers["Retry-After"].isdigit()
 
 
-def test_the_stream_needs_a_token_when_tokens_are_on(idle_redis_url):
+def test_the_stream_needs_a_token_when_tokens_are_on(make_app, idle_redis_url):
     token = "t" * 40
     client = make_app(idle_redis_url, API_TOKENS=token).test_client()
     task_id = client.post("/add", json={"x": 1, "y": 2}, headers={"Authorization": f"Bearer {token}"}).get_json()[

@@ -7,7 +7,6 @@ import pytest
 
 from backend import extensions
 from devtools.redis_server import free_port
-from tests.conftest import make_app
 
 ADD = {"x": 1, "y": 2}
 
@@ -95,7 +94,7 @@ def test_concurrent_retries_with_one_key_create_one_task(idle_app, idle_queue_le
     assert idle_queue_length() == before + 1
 
 
-def test_keys_are_scoped_per_api_token(idle_redis_url):
+def test_keys_are_scoped_per_api_token(make_app, idle_redis_url):
     tokens = ["a" * 40, "b" * 40]
     client = make_app(idle_redis_url, API_TOKENS=",".join(tokens)).test_client()
     headers = key_header()
@@ -106,7 +105,7 @@ def test_keys_are_scoped_per_api_token(idle_redis_url):
     assert len(ids) == 2
 
 
-def test_a_submit_that_failed_to_publish_does_not_burn_its_key(idle_redis_url, idle_client):
+def test_a_submit_that_failed_to_publish_does_not_burn_its_key(make_app, idle_redis_url, idle_client):
     # Records and keys live on the result backend, the message goes to the broker:
     # a broker outage fails the submit after the key was claimed.
     unreachable_broker = f"redis://127.0.0.1:{free_port()}/0"

@@ -7,8 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from backend import extensions
-from tests.conftest import cancel_during_long_poll, make_app, wait_for_state
-from tests.processes import wait_until
+from tests.helpers import cancel_during_long_poll, wait_for_state, wait_until
 
 
 def submit_queued(idle_client) -> str:
@@ -50,7 +49,7 @@ def test_following_a_task_takes_one_request_per_change_not_a_polling_loop(client
     assert "PROGRESS 1" in states and "PROGRESS 2" in states
 
 
-def test_the_wait_is_capped_by_status_max_wait(idle_redis_url):
+def test_the_wait_is_capped_by_status_max_wait(make_app, idle_redis_url):
     client = make_app(idle_redis_url, STATUS_MAX_WAIT="0.2").test_client()
     task_id = submit_queued(client)
     started = time.monotonic()
@@ -70,7 +69,7 @@ def test_an_unknown_task_is_404_at_once(idle_client):
     assert idle_client.get("/status/00000000-0000-4000-8000-000000000000?wait=20").status_code == 404
 
 
-def test_a_process_lets_only_so_many_requests_wait_and_answers_the_next_503(idle_redis_url):
+def test_a_process_lets_only_so_many_requests_wait_and_answers_the_next_503(make_app, idle_redis_url):
     # Each waiting request holds a gunicorn thread: past MAX_WAITING_REQUESTS they would
     # leave none for submits or /healthz, so the next one is refused at once instead.
     app = make_app(idle_redis_url, MAX_WAITING_REQUESTS="1")

@@ -5,7 +5,6 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.redis_server import free_port
-from tests.conftest import make_app
 
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:
@@ -62,7 +61,7 @@ def test_metrics_count_requests_and_submits_of_every_gunicorn_worker(gunicorn_ur
         assert value(after, "flask_http_request_duration_seconds_bucket", method="POST", route="/add", status="202", le="+Inf") >= submits
 
 
-def test_a_redis_outage_shows_as_503s_by_route():
+def test_a_redis_outage_shows_as_503s_by_route(make_app):
     client = make_app(f"redis://127.0.0.1:{free_port()}/0").test_client()
     assert client.post("/add", json={"x": 1, "y": 2}).status_code == 503
     assert client.get("/status/00000000-0000-4000-8000-000000000000").status_code == 503
@@ -73,7 +72,7 @@ def test_a_redis_outage_shows_as_503s_by_route():
     assert value(metrics, "jobs_submitted_total", task="add") == 0
 
 
-def test_metrics_need_the_api_token_when_tokens_are_set(worker_redis_url):
+def test_metrics_need_the_api_token_when_tokens_are_set(make_app, worker_redis_url):
     client = make_app(worker_redis_url, API_TOKENS="metrics-token").test_client()
     response = client.get("/metrics")
     assert response.status_code == 401
@@ -82,7 +81,7 @@ def test_metrics_need_the_api_token_when_tokens_are_set(worker_redis_url):
     assert client.get("/metrics", headers={"Authorization": "Bearer metrics-token"}).status_code == 200
 
 
-def test_metrics_are_not_rate_limited_and_not_counted(worker_redis_url, worker):
+def test_metrics_are_not_rate_limited_and_not_counted(make_app, worker_redis_url, worker):
     client = make_app(worker_redis_url, SUBMIT_RATE_LIMIT="1/minute").test_client()
     assert all(client.get("/metrics").status_code == 200 for _ in range(5))
     metrics = samples(client.get("/metrics").get_data(as_text=True))

@@ -16,8 +16,7 @@ from backend.jobs.records import KEY_PREFIX
 from backend.jobs.registry import public_tasks
 from config import ConfigError, load_config
 from devtools.redis_server import free_port
-from tests.conftest import db_url, make_app, start_worker
-from tests.processes import Process, service_env, wait_until
+from tests.helpers import Process, db_url, launch_worker, service_env, wait_until
 
 # A database of its own: beat's heartbeats must not reach the session worker's (db 0)
 # nor the idle one (db 1), whose tests count what is queued there.
@@ -74,7 +73,7 @@ def test_the_heartbeat_ignores_its_result_and_keeps_no_job_record(idle_app):
 # --- /readyz without beat --------------------------------------------------------------------
 
 
-def test_readyz_reports_a_missing_heartbeat_and_names_beat(idle_redis_url):
+def test_readyz_reports_a_missing_heartbeat_and_names_beat(make_app, idle_redis_url):
     redis.Redis.from_url(idle_redis_url).delete(HEARTBEAT_KEY)
     body = make_app(idle_redis_url, HEARTBEAT_INTERVAL="1", **NO_WORKER).test_client().get("/readyz").get_json()
     assert body["heartbeat"]["ok"] is False
@@ -82,7 +81,7 @@ def test_readyz_reports_a_missing_heartbeat_and_names_beat(idle_redis_url):
     assert "celery beat" in body["heartbeat"]["error"]
 
 
-def test_a_stale_heartbeat_is_reported_but_does_not_make_readyz_503(worker_redis_url, worker):
+def test_a_stale_heartbeat_is_reported_but_does_not_make_readyz_503(make_app, worker_redis_url, worker):
     # db 0 has a worker and never a beat: nothing refreshes this heartbeat behind our back.
     client = redis.Redis.from_url(worker_redis_url)
     record_heartbeat(client, "old-worker@host", ttl_seconds=60, at=time.time() - 100)
@@ -101,19 +100,19 @@ def test_a_stale_heartbeat_is_reported_but_does_not_make_readyz_503(worker_redis
         client.delete(HEARTBEAT_KEY)
 
 
-def test_anonymous_callers_see_only_the_heartbeats_ok_flag(idle_redis_url):
+def test_anonymous_callers_see_only_the_heartbeats_ok_flag(make_app, idle_redis_url):
     secured = make_app(idle_redis_url, API_TOKENS=TOKEN, HEARTBEAT_INTERVAL="1", **NO_WORKER).test_client()
     assert secured.get("/readyz").get_json()["heartbeat"] == {"ok": False}
     detailed = secured.get("/readyz", headers={"Authorization": f"Bearer {TOKEN}"}).get_json()
     assert "error" in detailed["heartbeat"]
 
 
-def test_readyz_says_when_the_heartbeat_is_turned_off(idle_redis_url):
+def test_readyz_says_when_the_heartbeat_is_turned_off(make_app, idle_redis_url):
     body = make_app(idle_redis_url, HEARTBEAT_INTERVAL="off", **NO_WORKER).test_client().get("/readyz").get_json()
     assert body["heartbeat"] == {"ok": True, "schedule": "off"}
 
 
-def test_readyz_does_not_read_the_heartbeat_while_redis_is_down():
+def test_readyz_does_not_read_the_heartbeat_while_redis_is_down(make_app):
     client = make_app(f"redis://127.0.0.1:{free_port()}/0").test_client()
     heartbeat = client.get("/readyz").get_json()["heartbeat"]
     assert heartbeat["ok"] is False
@@ -139,7 +138,7 @@ def beat_stack(redis_server, tmp_path_factory):
     client = redis.Redis.from_url(redis_url, socket_timeout=2)
     client.flushdb()
     log_dir = tmp_path_factory.mktemp("beat")
-    worker_process, worker_name = start_worker(redis_url, log_dir, concurrency=1)
+    worker_process, worker_name = launch_worker(redis_url, log_dir, concurrency=1)
     try:
         beat = start_beat(redis_url, log_dir, HEARTBEAT_INTERVAL="1")
         try:
@@ -169,7 +168,7 @@ def test_beat_sends_heartbeats_that_record_when_and_on_which_worker_they_ran(bea
     assert later["hostname"] == beat_stack["worker"]
 
 
-def test_readyz_reports_a_fresh_heartbeat(beat_stack):
+def test_readyz_reports_a_fresh_heartbeat(make_app, beat_stack):
     response = make_app(beat_stack["redis_url"], HEARTBEAT_INTERVAL="1").test_client().get("/readyz")
     assert response.status_code == 200
     heartbeat = response.get_json()["heartbeat"]
@@ -180,7 +179,7 @@ def test_readyz_reports_a_fresh_heartbeat(beat_stack):
     assert "error" not in heartbeat
 
 
-def test_beat_answers_its_health_check_ping_but_is_not_counted_as_a_worker(beat_stack):
+def test_beat_answers_its_health_check_ping_but_is_not_counted_as_a_worker(make_app, beat_stack):
     app = make_app(beat_stack["redis_url"])
     beat_node = f"{BEAT_NODE_PREFIX}{socket.gethostname()}"
     replies = extensions.celery_app(app).control.ping(destination=[beat_node], timeout=2)

@@ -5,8 +5,7 @@ These tests use the database no worker consumes.
 
 import redis
 
-from tests.conftest import QUEUE, start_worker, wait_for_state
-from tests.processes import wait_until
+from tests.helpers import QUEUE, wait_for_state, wait_until
 
 STATUS_FIELDS = {
     "task_id", "name", "state", "progress", "result", "error", "submitted_at", "started_at", "finished_at",
@@ -62,13 +61,15 @@ def test_cancelling_a_queued_task_revokes_it_at_once(idle_client):
     assert body["started_at"] is None
 
 
-def test_a_cancelled_queued_task_never_runs_when_a_worker_arrives(idle_client, idle_redis_url, idle_queue_length, tmp_path):
+def test_a_cancelled_queued_task_never_runs_when_a_worker_arrives(
+    start_worker, idle_client, idle_redis_url, idle_queue_length
+):
     redis.Redis.from_url(idle_redis_url).delete(QUEUE)  # only this test's tasks for the new worker
     cancelled = idle_client.post("/add", json={"x": 1, "y": 1}).get_json()["task_id"]
     idle_client.post(f"/status/{cancelled}/cancel")
     kept = idle_client.post("/add", json={"x": 2, "y": 2}).get_json()["task_id"]
 
-    process, _ = start_worker(idle_redis_url, tmp_path)
+    process, _ = start_worker(idle_redis_url)
     try:
         assert wait_for_state(idle_client, kept, {"SUCCESS"})["result"] == 4
         wait_until(lambda: idle_queue_length() == 0, timeout=20, what="the queue to drain")

@@ -4,13 +4,11 @@ import itertools
 
 import pytest
 
-from tests.conftest import make_app
-
 _addresses = (f"10.0.{n // 250}.{n % 250 + 1}" for n in itertools.count())
 
 
 @pytest.fixture
-def limited(idle_redis_url):
+def limited(make_app, idle_redis_url):
     return make_app(idle_redis_url, SUBMIT_RATE_LIMIT="3/minute").test_client()
 
 
@@ -47,7 +45,7 @@ def test_each_client_has_its_own_budget(limited, address):
     assert limited.post("/add", json={"x": 1, "y": 2}, environ_base=other).status_code == 202
 
 
-def test_authenticated_clients_are_limited_per_token_not_per_address(idle_redis_url, address):
+def test_authenticated_clients_are_limited_per_token_not_per_address(make_app, idle_redis_url, address):
     tokens = ["limited-a" * 5, "limited-b" * 5]  # used by no other test: their counts start at 0
     client = make_app(idle_redis_url, SUBMIT_RATE_LIMIT="1/minute", API_TOKENS=",".join(tokens)).test_client()
     def submit(token):

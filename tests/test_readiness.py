@@ -7,7 +7,6 @@ import pytest
 import redis
 
 from config import ConfigError, load_config
-from tests.conftest import make_app
 
 # kombu's Redis transport broadcasts a ping on its fanout channel, "/<db>.celery.pidbox".
 # Pub/sub spans databases: the other tests' workers and Flower ping in theirs.
@@ -38,7 +37,7 @@ def readyz_bodies(app, calls: int) -> list[dict]:
         return list(pool.map(lambda _: app.test_client().get("/readyz").get_json(), range(calls)))
 
 
-def test_readyz_calls_within_the_cache_time_share_one_ping(idle_redis_url):
+def test_readyz_calls_within_the_cache_time_share_one_ping(make_app, idle_redis_url):
     app = make_app(idle_redis_url, READYZ_PING_TIMEOUT="0.3", READYZ_CACHE_SECONDS="60")
     pings = PingCounter(idle_redis_url)
     bodies = readyz_bodies(app, 4) + readyz_bodies(app, 1)  # at once, then after
@@ -48,7 +47,7 @@ def test_readyz_calls_within_the_cache_time_share_one_ping(idle_redis_url):
     assert bodies[-1]["workers"]["age_seconds"] >= 0
 
 
-def test_with_no_cache_time_only_calls_made_during_a_ping_share_it(idle_redis_url):
+def test_with_no_cache_time_only_calls_made_during_a_ping_share_it(make_app, idle_redis_url):
     app = make_app(idle_redis_url, READYZ_PING_TIMEOUT="0.5", READYZ_CACHE_SECONDS="0")
     pings = PingCounter(idle_redis_url)
     readyz_bodies(app, 3)  # at once: they queue behind one ping and take its answer

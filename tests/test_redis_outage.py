@@ -3,11 +3,10 @@
 import pytest
 
 from devtools.redis_server import free_port
-from tests.conftest import make_app
 
 
 @pytest.fixture
-def client_without_redis():
+def client_without_redis(make_app):
     # A free port: nothing listens there, so every Redis call is refused.
     return make_app(f"redis://127.0.0.1:{free_port()}/0").test_client()
 

@@ -17,7 +17,7 @@ import redis
 
 from backend.jobs.watch import Subscriptions
 from devtools.redis_server import RedisServer, free_port
-from tests.conftest import cancel_during_long_poll, make_app
+from tests.helpers import cancel_during_long_poll
 
 HOLD_S = 0.5
 
@@ -96,7 +96,7 @@ def test_a_subscription_is_in_effect_once_confirmed(proxy, idle_redis_url):
         subscription.close()
 
 
-def test_a_change_while_the_subscribe_is_on_its_way_ends_the_long_poll(proxy):
+def test_a_change_while_the_subscribe_is_on_its_way_ends_the_long_poll(make_app, proxy):
     app = make_app(proxy.url(1))  # the idle database: no worker takes the task
     task_id = app.test_client().post("/add", json={"x": 1, "y": 2}).get_json()["task_id"]
     started = time.monotonic()
@@ -106,7 +106,7 @@ def test_a_change_while_the_subscribe_is_on_its_way_ends_the_long_poll(proxy):
     assert time.monotonic() - started < 5, "the long-poll missed the change and waited out its bound"
 
 
-def test_a_long_poll_after_a_redis_restart_subscribes_again_instead_of_failing(tmp_path):
+def test_a_long_poll_after_a_redis_restart_subscribes_again_instead_of_failing(make_app, tmp_path):
     server = RedisServer(free_port(), tmp_path, appendonly=True).start()
     try:
         client = make_app(server.url).test_client()  # no worker here: the task stays QUEUED

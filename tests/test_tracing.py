@@ -6,8 +6,7 @@ import uuid
 import pytest
 import requests
 
-from tests.conftest import db_url, make_app, start_gunicorn, start_worker, wait_for_state
-from tests.processes import Process, wait_until
+from tests.helpers import Process, db_url, launch_worker, wait_for_state, wait_until
 
 # A database of its own: the task must run on the JSON-logging worker, not the session's.
 TRACING_DB = 3
@@ -31,7 +30,7 @@ def test_an_unsafe_client_request_id_is_replaced(client, bad_id):
     assert len(response.headers["X-Request-ID"]) == 32
 
 
-def test_error_responses_carry_the_request_id(worker_redis_url):
+def test_error_responses_carry_the_request_id(make_app, worker_redis_url):
     secured = make_app(worker_redis_url, API_TOKENS="secret-token").test_client()
     assert secured.get("/tasks", headers={"X-Request-ID": "r-401"}).headers["X-Request-ID"] == "r-401"
     assert secured.get("/no/such/route", headers={"X-Request-ID": "r-404"}).headers["X-Request-ID"] == "r-404"
@@ -40,7 +39,7 @@ def test_error_responses_carry_the_request_id(worker_redis_url):
 @pytest.fixture(scope="module")
 def json_worker(redis_server, tmp_path_factory):
     redis_url = db_url(redis_server, TRACING_DB)
-    process, _ = start_worker(redis_url, tmp_path_factory.mktemp("json-worker"), concurrency=1, LOG_FORMAT="json")
+    process, _ = launch_worker(redis_url, tmp_path_factory.mktemp("json-worker"), concurrency=1, LOG_FORMAT="json")
     yield redis_url, process
     process.stop()
 
@@ -54,7 +53,7 @@ def _json_lines(process: Process) -> list[dict]:
 
 
 @pytest.mark.parametrize("idempotency_key", [None, "trace-idem-key"])
-def test_worker_json_log_lines_carry_the_request_id_of_the_submit(json_worker, idempotency_key):
+def test_worker_json_log_lines_carry_the_request_id_of_the_submit(make_app, json_worker, idempotency_key):
     redis_url, process = json_worker
     client = make_app(redis_url).test_client()
     request_id = f"trace-{uuid.uuid4().hex[:12]}"
@@ -76,7 +75,7 @@ def test_worker_json_log_lines_carry_the_request_id_of_the_submit(json_worker, i
     assert all({"time", "level", "name", "message"} <= line.keys() for line in lines)
 
 
-def test_worker_json_log_names_the_task_of_the_received_line(json_worker):
+def test_worker_json_log_names_the_task_of_the_received_line(make_app, json_worker):
     redis_url, process = json_worker
     client = make_app(redis_url).test_client()
     task_id = client.post("/add", json={"x": 2, "y": 2}).get_json()["task_id"]
@@ -92,21 +91,18 @@ def test_worker_json_log_names_the_task_of_the_received_line(json_worker):
     assert received["task_name"] == "add"
 
 
-def test_gunicorn_json_logs_have_the_request_id_in_access_lines(worker_redis_url, tmp_path):
-    process, url = start_gunicorn(worker_redis_url, tmp_path, "gunicorn-json", GUNICORN_WORKERS="1", LOG_FORMAT="json")
-    try:
-        response = requests.get(f"{url}/status/not-a-task", headers={"X-Request-ID": "gunicorn-trace-1"}, timeout=5)
-        assert response.status_code == 404
-        assert response.headers["X-Request-ID"] == "gunicorn-trace-1"
+def test_gunicorn_json_logs_have_the_request_id_in_access_lines(start_gunicorn, worker_redis_url):
+    process, url = start_gunicorn(worker_redis_url, "gunicorn-json", GUNICORN_WORKERS="1", LOG_FORMAT="json")
+    response = requests.get(f"{url}/status/not-a-task", headers={"X-Request-ID": "gunicorn-trace-1"}, timeout=5)
+    assert response.status_code == 404
+    assert response.headers["X-Request-ID"] == "gunicorn-trace-1"
 
-        def access_line():
-            lines = [json.loads(line) for line in process.log_path.read_text().splitlines() if line.strip()]
-            return [line for line in lines if line.get("request_id") == "gunicorn-trace-1"]
+    def access_line():
+        lines = [json.loads(line) for line in process.log_path.read_text().splitlines() if line.strip()]
+        return [line for line in lines if line.get("request_id") == "gunicorn-trace-1"]
 
-        (line,) = wait_until(access_line, timeout=10, what="gunicorn's access line")
-        assert line["name"] == "gunicorn.access"
-        assert (line["method"], line["path"], line["status"]) == ("GET", "/status/not-a-task", 404)
-        # gunicorn's own lines ("Booting worker ...") are JSON too: access_line() parsed every line.
-        assert any(line.get("name") == "gunicorn.error" for line in map(json.loads, process.log_path.read_text().splitlines()))
-    finally:
-        process.stop()
+    (line,) = wait_until(access_line, timeout=10, what="gunicorn's access line")
+    assert line["name"] == "gunicorn.access"
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/status/not-a-task", 404)
+    # gunicorn's own lines ("Booting worker ...") are JSON too: access_line() parsed every line.
+    assert any(line.get("name") == "gunicorn.error" for line in map(json.loads, process.log_path.read_text().splitlines()))

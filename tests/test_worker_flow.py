@@ -7,8 +7,7 @@ import redis
 
 from backend import extensions
 from backend.tasks import long_task
-from tests.conftest import wait_for_state
-from tests.processes import wait_until
+from tests.helpers import wait_for_state, wait_until
 from tests.support_tasks import fail, retry_once
 
 

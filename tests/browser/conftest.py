@@ -35,13 +35,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.browser)
 
 
-def chromium_path() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.fixture(scope="session")
 def chromium():
-    path = chromium_path()
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
         pytest.skip("no Chromium: install Debian's chromium package (.ci/run does)")
     from playwright.sync_api import expect, sync_playwright

@@ -10,8 +10,7 @@ import re
 import pytest
 import requests
 
-from tests.conftest import start_gunicorn
-from tests.processes import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT, launch_gunicorn
 
 expect = pytest.importorskip("playwright.sync_api").expect
 
@@ -129,7 +128,7 @@ def test_an_api_error_is_shown_to_the_user(page, gunicorn_url):
 @pytest.fixture(scope="module")
 def secured_url(worker_redis_url, tmp_path_factory):
     """A second gunicorn, with API_TOKENS set, on the database the worker consumes."""
-    process, url = start_gunicorn(
+    process, url = launch_gunicorn(
         worker_redis_url, tmp_path_factory.mktemp("gunicorn-tokens"), "gunicorn-tokens",
         GUNICORN_WORKERS="1", API_TOKENS=TOKEN,
     )

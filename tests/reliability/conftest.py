@@ -12,8 +12,7 @@ import pytest
 import redis
 
 from devtools.redis_server import RedisServer, free_port
-from tests.conftest import start_worker
-from tests.processes import Process
+from tests.helpers import Process
 from tests.reliability import figures
 from tests.reliability.jobs import Jobs
 
@@ -56,16 +55,12 @@ def jobs(private_redis):
 
 
 @pytest.fixture
-def start_workers(private_redis, tmp_path):
+def start_workers(private_redis, start_worker):
     """Start real workers on the private Redis: start(name, concurrency=1, **env).
     Each is stopped at the end of the test (if a test has not killed it already)."""
-    started: list[Process] = []
 
     def start(name: str, concurrency: int = 1, **env: str) -> Process:
-        process, _ = start_worker(private_redis.url, tmp_path, f"{name}@localhost", concurrency, **env)
-        started.append(process)
+        process, _ = start_worker(private_redis.url, f"{name}@localhost", concurrency, **env)
         return process
 
-    yield start
-    for process in started:
-        process.stop()
+    return start

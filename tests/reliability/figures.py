@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 
-from tests.processes import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 RESULTS_PATH = PROJECT_ROOT / "var" / "reliability" / "figures.json"
 

@@ -11,11 +11,8 @@ import redis
 
 from backend import extensions
 import tests.support_tasks  # noqa: F401  (registers the tests.* tasks)
-from tests.conftest import make_app, wait_for_state
-from tests.processes import Process, wait_until
+from tests.helpers import QUEUE, Process, make_app, wait_for_state, wait_until
 from tests.support_tasks import EXECUTIONS
-
-QUEUE = "celery"
 
 
 class Jobs:

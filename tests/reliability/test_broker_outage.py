@@ -30,8 +30,7 @@ import redis
 import requests
 
 from devtools.redis_server import RedisServer, free_port
-from tests.conftest import start_gunicorn, start_worker
-from tests.processes import Process, wait_until
+from tests.helpers import wait_until
 from tests.reliability import figures
 
 AREA = "broker outage"
@@ -77,33 +76,36 @@ class Service:
         return {**self.submits(), "status GET /status/<id>": self.status_lookup}
 
 
-def start_api(redis_url: str, log_dir, **env: str) -> tuple[Process, str]:
-    """gunicorn as production runs it. More threads than the default, so hung-Redis
-    requests measure Redis timeouts, never a wait for a free thread."""
-    return start_gunicorn(
-        redis_url,
-        log_dir,
-        GUNICORN_WORKERS="2",
-        GUNICORN_THREADS=str(GUNICORN_THREADS),
-        # On, as in production (its counter is a submit's first Redis call); too high to answer 429.
-        SUBMIT_RATE_LIMIT="10000/second",
-        **env,
-    )
+@pytest.fixture
+def start_api(start_gunicorn) -> Callable[..., str]:
+    """start_api(redis_url, **env) -> its URL: gunicorn as production runs it, stopped at the
+    end of the test. More threads than the default, so hung-Redis requests measure Redis
+    timeouts, never a wait for a free thread."""
+
+    def start(redis_url: str, **env: str) -> str:
+        _, url = start_gunicorn(
+            redis_url,
+            GUNICORN_WORKERS="2",
+            GUNICORN_THREADS=str(GUNICORN_THREADS),
+            # On, as in production (its counter is a submit's first Redis call); too high to answer 429.
+            SUBMIT_RATE_LIMIT="10000/second",
+            **env,
+        )
+        return url
+
+    return start
 
 
 @pytest.fixture
-def service(private_redis, tmp_path) -> Iterator[Service]:
+def service(private_redis, start_api, start_worker) -> Service:
     """The API plus one worker on one Redis, proven to work end to end before the outage."""
-    api, url = start_api(private_redis.url, tmp_path)
+    url = start_api(private_redis.url)
     # No soft shutdown: this file does not test it, and it would add 8 s to each teardown.
-    worker, _ = start_worker(private_redis.url, tmp_path, "outage@localhost", concurrency=1,
-                             WORKER_SOFT_SHUTDOWN_TIMEOUT="0")
+    start_worker(private_redis.url, "outage@localhost", concurrency=1, WORKER_SOFT_SHUTDOWN_TIMEOUT="0")
     service = Service(url)
     warm_up(service)
     service.known_task_id = submit_and_wait_for_success(service)
-    yield service
-    worker.stop()
-    api.stop()
+    return service
 
 
 @pytest.fixture
@@ -115,17 +117,15 @@ def own_broker(tmp_path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def service_with_own_broker(private_redis, own_broker, tmp_path) -> Iterator[Service]:
+def service_with_own_broker(private_redis, own_broker, start_api) -> Service:
     """The API with results and records on one Redis and the broker on another (no worker:
     these tests only publish)."""
-    api, url = start_api(private_redis.url, tmp_path, BROKER_URL=own_broker.url)
-    service = Service(url)
+    service = Service(start_api(private_redis.url, BROKER_URL=own_broker.url))
     warm_up(service)
     response = service.request("POST", "/add", json={"x": 2, "y": 3})
     assert response.status_code == 202, response.text
     service.known_task_id = response.json()["task_id"]
-    yield service
-    api.stop()
+    return service
 
 
 def warm_up(service: Service) -> None:

@@ -36,8 +36,7 @@ from schemathesis.core.failures import ServerError
 from schemathesis.errors import FailureGroup
 
 from backend.tasks import LONG_TASK_MAX_SECONDS
-from tests.conftest import make_app
-from tests.processes import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT, make_app
 from tests.reliability import figures
 
 TOKEN = "fuzz-" + "0123456789abcdef" * 3

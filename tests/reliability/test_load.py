@@ -25,7 +25,6 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,8 +35,7 @@ import redis
 import requests
 
 from config import DEFAULT_GUNICORN_THREADS
-from tests.conftest import QUEUE, start_gunicorn, start_worker
-from tests.processes import Process, wait_until
+from tests.helpers import QUEUE, wait_until
 from tests.reliability import figures
 from tests.reliability.loadgen import LoadReport, LoadRun, expected_result
 from tests.support_tasks import EXECUTIONS
@@ -93,27 +91,19 @@ pytestmark = pytest.mark.timeout(
 
 
 @pytest.fixture
-def stack_url(private_redis, tmp_path) -> Iterator[str]:
+def stack_url(private_redis, start_worker, start_gunicorn) -> str:
     """gunicorn and two Celery workers as `make run` runs them, all with a short RESULT_EXPIRES."""
     settings = {"RESULT_EXPIRES": str(RESULT_EXPIRES_S)}
-    processes: list[Process] = []
-    try:
-        for number in range(1, CELERY_WORKERS + 1):
-            worker, _ = start_worker(private_redis.url, tmp_path, f"load{number}@localhost", concurrency=2, **settings)
-            processes.append(worker)
-        gunicorn, url = start_gunicorn(
-            private_redis.url,
-            tmp_path,
-            GUNICORN_WORKERS=str(GUNICORN_WORKERS),
-            # The per-client submit limit would turn this one client's load into 429s.
-            SUBMIT_RATE_LIMIT="off",
-            **settings,
-        )
-        processes.append(gunicorn)
-        yield url
-    finally:
-        for process in reversed(processes):
-            process.stop()
+    for number in range(1, CELERY_WORKERS + 1):
+        start_worker(private_redis.url, f"load{number}@localhost", concurrency=2, **settings)
+    _, url = start_gunicorn(
+        private_redis.url,
+        GUNICORN_WORKERS=str(GUNICORN_WORKERS),
+        # The per-client submit limit would turn this one client's load into 429s.
+        SUBMIT_RATE_LIMIT="off",
+        **settings,
+    )
+    return url
 
 
 @dataclass(frozen=True)

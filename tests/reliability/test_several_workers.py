@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from tests.processes import wait_until
+from tests.helpers import wait_until
 from tests.reliability import figures
 from tests.reliability.jobs import kill_worker
 

@@ -8,7 +8,7 @@ import uuid
 
 from kombu import Connection
 
-from tests.processes import wait_until
+from tests.helpers import wait_until
 from tests.reliability import figures
 
 

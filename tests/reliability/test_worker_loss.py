@@ -8,7 +8,7 @@ import signal
 import time
 
 from config import BROKER_VISIBILITY_TIMEOUT, UNACKED_RESTORE_INTERVAL
-from tests.processes import wait_until
+from tests.helpers import wait_until
 from tests.reliability import figures
 from tests.reliability.jobs import kill_worker
 
