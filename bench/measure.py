@@ -19,13 +19,13 @@ from urllib.parse import urlsplit
 import psutil
 import redis
 
+from backend.jobs.states import FINAL_STATES, SUCCESS
 from bench.loadgen import LoadResult, LoadRun, Request, percentile
 from bench.publishers import Publishers, fill_queue
 from bench.stack import API_DB, DEFAULTS_DB, HOLD_QUEUE, BenchError, BenchStack, Service, cpu_seconds, rss_mb
 from devtools.processes import wait_until
 
 QUEUE = "celery"
-FINAL_STATES = {"SUCCESS", "FAILURE", "REVOKED"}
 NOOP_SUBMIT = Request("POST", "/tasks/noop", b"{}")
 # Each long-poll asks for at most this long; the task ends far sooner.
 LONG_POLL_S = 10
@@ -315,7 +315,7 @@ class HttpClient:
             if not self.long_poll:
                 time.sleep(POLL_INTERVAL_S)
         elapsed = time.perf_counter() - began
-        if body["state"] != "SUCCESS":
+        if body["state"] != SUCCESS:
             raise BenchError(f"task {task_id} ended {body['state']}: {body}")
         return elapsed, task_id, polls
 
@@ -416,7 +416,7 @@ def worker_throughput(stack: BenchStack, kind: str, control_app, noop_target, se
     wait_until(drained, timeout=60 + len(ids) / 5, what=f"the {kind} worker to run {len(ids)} tasks", interval=0.25)
     cpu = meter.stop()
     decoded = [json.loads(meta) for meta in metas]
-    failed = [meta for meta in decoded if meta["status"] != "SUCCESS"]
+    failed = [meta for meta in decoded if meta["status"] != SUCCESS]
     if failed:
         raise BenchError(f"{kind}: {len(failed)} tasks did not succeed, e.g. {failed[0]}")
     done = sorted(datetime.fromisoformat(meta["date_done"]).timestamp() for meta in decoded)

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from backend import extensions
+from backend.jobs.states import FINAL_STATES
 from tests.helpers import cancel_during_long_poll, wait_for_state, wait_until
 
 
@@ -40,7 +41,7 @@ def test_a_finished_task_is_answered_without_waiting(client, worker):
 def test_following_a_task_takes_one_request_per_change_not_a_polling_loop(client, worker):
     task_id = client.post("/longtask", json={"steps": 3, "step_seconds": 0.3}).get_json()["task_id"]
     states, requests_made = [], 0
-    while not states or states[-1] not in {"SUCCESS", "FAILURE"}:
+    while not states or states[-1] not in FINAL_STATES:
         body = client.get(f"/status/{task_id}?wait=10").get_json()
         requests_made += 1
         states.append(body["state"] if body["state"] != "PROGRESS" else f"PROGRESS {body['progress']['current']}")

@@ -6,6 +6,7 @@ import uuid
 import redis
 
 from backend import extensions
+from backend.jobs.states import FINAL_STATES
 from backend.tasks import long_task
 from tests.helpers import wait_for_state, wait_until
 from tests.support_tasks import fail, retry_once
@@ -23,7 +24,7 @@ def states_until_final(client, task_id: str, timeout: float = 30.0) -> tuple[lis
     def final():
         body = client.get(f"/status/{task_id}").get_json()
         seen.append(body)
-        return body if body["state"] in {"SUCCESS", "FAILURE", "REVOKED"} else None
+        return body if body["state"] in FINAL_STATES else None
 
     return seen, wait_until(final, timeout, interval=0.05, what=f"task {task_id} to end")
 

@@ -34,6 +34,7 @@ import pytest
 import redis
 import requests
 
+from backend.jobs.states import FINAL_STATES, SUCCESS
 from config import DEFAULT_GUNICORN_THREADS
 from tests.helpers import QUEUE, wait_until
 from tests.reliability import figures
@@ -164,9 +165,9 @@ class SuccessCheck:
         for (index, task_id), raw in zip(self.pending, metas):
             meta = json.loads(raw) if raw else {}
             state = meta.get("status")
-            if state == "SUCCESS" and meta.get("result") == expected_result(index):
+            if state == SUCCESS and meta.get("result") == expected_result(index):
                 finished.append((index, task_id))
-            elif state in {"SUCCESS", "FAILURE", "REVOKED"}:
+            elif state in FINAL_STATES:
                 self.wrong.append(f"{task_id} (x={index}): {state} {meta.get('result')!r}")
             else:
                 unfinished.append((index, task_id))

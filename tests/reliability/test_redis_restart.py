@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from backend.jobs.states import FINAL_STATES
 from tests.reliability import figures
 
 
@@ -40,7 +41,7 @@ def test_queued_tasks_records_and_results_survive_a_redis_restart(jobs, start_wo
     assert {jobs.status(task_id)["state"] for task_id in queued} == {"QUEUED"}
     results_lost = sum(jobs.status(task_id)["result"] != result for task_id, result in finished.items())
     start_workers("after")
-    results = {task_id: jobs.wait_for(task_id, {"SUCCESS", "FAILURE"}, timeout=30)["result"] for task_id in queued}
+    results = {task_id: jobs.wait_for(task_id, FINAL_STATES, timeout=30)["result"] for task_id in queued}
     tasks_lost = sum(results[task_id] != result for task_id, result in queued.items())
     figures.record("redis restart", f"Redis {how}: queued tasks lost (of 50)", tasks_lost, "", "0", tasks_lost == 0)
     figures.record("redis restart", f"Redis {how}: finished results lost (of 5)", results_lost, "", "0", results_lost == 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from backend.jobs.states import FINAL_STATES
 from tests.helpers import wait_until
 from tests.reliability import figures
 from tests.reliability.jobs import kill_worker
@@ -27,7 +28,7 @@ def test_three_workers_share_a_queue_and_losing_one_loses_nothing(jobs, start_wo
     wait_until(lambda: any(jobs.ran_on(t) == ["bravo@localhost"] for t in task_ids), timeout=20, what="bravo to work")
     killed_at = kill_worker(workers["bravo"])
 
-    states = {t: jobs.wait_for(t, {"SUCCESS", "FAILURE"}, timeout=VISIBILITY_TIMEOUT + 60)["state"] for t in task_ids}
+    states = {t: jobs.wait_for(t, FINAL_STATES, timeout=VISIBILITY_TIMEOUT + 60)["state"] for t in task_ids}
     recovered_after = time.monotonic() - killed_at
 
     executions = jobs.all_executions()

@@ -8,6 +8,7 @@ import uuid
 
 from kombu import Connection
 
+from backend.jobs.states import FINAL_STATES
 from tests.helpers import wait_until
 from tests.reliability import figures
 
@@ -39,7 +40,7 @@ def test_a_pickled_task_message_is_refused_and_never_executed(jobs, start_worker
     wait_until(lambda: "ContentDisallowed" in worker.log_path.read_text(), timeout=20, what="the refusal in the log")
     # A JSON task right after runs: the worker survived and the poison message is gone.
     follow_up = jobs.submit("add", x=2, y=3)
-    assert jobs.wait_for(follow_up, {"SUCCESS", "FAILURE"}, timeout=20)["result"] == 5
+    assert jobs.wait_for(follow_up, FINAL_STATES, timeout=20)["result"] == 5
 
     executed = int(marker.exists()) + jobs.executions(task_id)
     figures.record("hostile input", "pickle message pushed into the queue: executed", executed, "times", "0", executed == 0)

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 
+from backend.jobs.states import FINAL_STATES
 from config import BROKER_VISIBILITY_TIMEOUT, UNACKED_RESTORE_INTERVAL
 from tests.helpers import wait_until
 from tests.reliability import figures
@@ -21,7 +22,7 @@ def test_a_task_whose_pool_process_is_killed_is_redelivered_and_succeeds(jobs, s
     os.kill(jobs.running_pid(task_id), signal.SIGKILL)
     killed_at = time.monotonic()
 
-    body = jobs.wait_for(task_id, {"SUCCESS", "FAILURE"}, timeout=30)
+    body = jobs.wait_for(task_id, FINAL_STATES, timeout=30)
     seconds = time.monotonic() - killed_at
 
     assert body["state"] == "SUCCESS"
@@ -39,7 +40,7 @@ def test_a_killed_workers_task_is_finished_by_another_worker_within_the_document
     start_workers("survivor")
 
     killed_at = kill_worker(doomed)
-    body = jobs.wait_for(task_id, {"SUCCESS", "FAILURE"}, timeout=bound + 30)
+    body = jobs.wait_for(task_id, FINAL_STATES, timeout=bound + 30)
     seconds = time.monotonic() - killed_at
 
     assert body["state"] == "SUCCESS"
@@ -57,7 +58,7 @@ def test_a_healthy_task_running_far_longer_than_the_visibility_timeout_runs_once
     jobs.running_pid(task_id)
     start_workers("idle", **short)
 
-    body = jobs.wait_for(task_id, {"SUCCESS", "FAILURE"}, timeout=40)
+    body = jobs.wait_for(task_id, FINAL_STATES, timeout=40)
 
     runs = jobs.executions(task_id)
     figures.record(AREA, "task running 5× the visibility timeout: runs", runs, "", "exactly 1", runs == 1)
@@ -87,7 +88,7 @@ def test_a_task_that_kills_its_worker_every_time_ends_failure_after_bounded_trie
     start_workers("victim")
     task_id = jobs.submit("tests.kill_own_process")
 
-    body = jobs.wait_for(task_id, {"SUCCESS", "FAILURE"}, timeout=60)
+    body = jobs.wait_for(task_id, FINAL_STATES, timeout=60)
 
     assert body["state"] == "FAILURE"
     assert body["error"]["type"] == "DeliveryLimitExceeded"
@@ -119,7 +120,7 @@ def test_sigterm_requeues_the_running_task_within_the_grace_period_however_many_
         assert jobs.status(task_id)["state"] != "FAILURE"
 
     start_workers("successor")
-    body = jobs.wait_for(task_id, {"SUCCESS", "FAILURE"}, timeout=20)
+    body = jobs.wait_for(task_id, FINAL_STATES, timeout=20)
 
     assert body["state"] == "SUCCESS"
     assert jobs.ran_on(task_id) == [f"deploy{n}@localhost" for n in range(stops)] + ["successor@localhost"]
