@@ -20,9 +20,9 @@ import psutil
 import redis
 
 from backend.jobs.states import FINAL_STATES, SUCCESS
-from bench.loadgen import LoadResult, LoadRun, Request, percentile
 from bench.publishers import Publishers, fill_queue
 from bench.stack import API_DB, DEFAULTS_DB, HOLD_QUEUE, BenchError, BenchStack, Service, cpu_seconds, rss_mb
+from devtools.loadgen import LoadResult, LoadRun, Request, percentile
 from devtools.processes import wait_until
 
 QUEUE = "celery"

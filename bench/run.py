@@ -9,7 +9,7 @@ Phases, on one private stack (bench/stack.py), in this order:
   1. Redis: an LPUSH loop on one connection (ops/s, round trip).
   2. Submits, no worker running, each repeated and the median kept: raw apply_async from
      1 process and from as many processes as gunicorn has workers, then POST /tasks/noop
-     through gunicorn from the load generator (a separate process, bench/loadgen.py): to
+     through gunicorn from the load generator (separate processes, devtools/loadgen.py): to
      the API, and to a second gunicorn serving only apply_async (bench/floor_app.py).
   3. Worker throughput draining queued noops: our worker (./celery_worker.sh), then a
      worker with Celery's defaults (bench/defaults_app.py), same concurrency.
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> dict:
             "redis": "private redis-server, appendonly yes, appendfsync everysec (as make run)",
             "redis_version": stack.redis_version(),
             "load_generator": (
-                f"bench/loadgen.py: {settings.http_processes} processes, {settings.http_connections} "
+                f"devtools/loadgen.py: {settings.http_processes} processes, {settings.http_connections} "
                 "keep-alive connections in all, one request in flight each, raw sockets + selectors"
             ),
             "e2e_status_method": "long-poll GET /status/<id>?wait=" if long_poll else "polling GET /status/<id>",
