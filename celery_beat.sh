@@ -12,13 +12,11 @@ cd "$(dirname "$0")"
 # Use the project's virtualenv (made by `make run` / `make test`) when there is one.
 if [[ -x .venv/bin/celery ]]; then PATH="$PWD/.venv/bin:$PATH"; fi
 
-# One argument per line; a bad setting stops here with a message naming it.
+# One argument per line (config.py also creates the schedule file's directory);
+# a bad setting stops here with a message naming it.
+# (`python` is the venv's here, the image's in a container: config.py needs the project's packages.)
 command_line=$(python config.py beat)
-mapfile -t args <<<"$command_line"
-# The schedule file is the argument after --schedule; runtime state lives under var/ (git-ignored).
-for i in "${!args[@]}"; do
-  if [[ "${args[$i]}" == --schedule ]]; then mkdir -p "$(dirname "${args[$((i + 1))]}")"; fi
-done
-
+args=()
+while IFS= read -r argument; do args+=("$argument"); done <<<"$command_line"
 # exec: beat becomes this process, so SIGTERM from a supervisor reaches it.
 exec celery "${args[@]}" "$@"

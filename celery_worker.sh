@@ -15,8 +15,10 @@ cd "$(dirname "$0")"
 if [[ -x .venv/bin/celery ]]; then PATH="$PWD/.venv/bin:$PATH"; fi
 
 # One argument per line; a bad setting stops here with a message naming it.
+# (`python` is the venv's here, the image's in a container: config.py needs the project's packages.)
 command_line=$(python config.py worker)
-mapfile -t args <<<"$command_line"
+args=()
+while IFS= read -r argument; do args+=("$argument"); done <<<"$command_line"
 
 # SIGTERM (docker stop, systemd, Kubernetes) starts Celery's soft shutdown:
 # running tasks get WORKER_SOFT_SHUTDOWN_TIMEOUT seconds to finish, then go back

@@ -67,7 +67,7 @@ FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 class Environment:
     """Reads settings from one mapping of variables, each parsed one way and refused
     loudly, naming the variable, when it cannot be parsed. An unset or empty variable
-    takes the default."""
+    takes the default (but for `as_set`, where an empty value means something)."""
 
     def __init__(self, values: Mapping[str, str]) -> None:
         self.values = values
@@ -78,7 +78,13 @@ class Environment:
         return value or None
 
     def text(self, name: str, default: str) -> str:
-        return self.raw(name) or default
+        """The value exactly as set (secrets may end in a space); the default when unset or empty."""
+        return self.values.get(name) or default
+
+    def as_set(self, name: str, default: str) -> str:
+        """The value as set, even empty (GUNICORN_ACCESSLOG= turns the access log off); the default when unset."""
+        value = self.values.get(name)
+        return default if value is None else value.strip()
 
     def flag(self, name: str, default: bool) -> bool:
         raw = self.raw(name)
@@ -131,7 +137,7 @@ class Environment:
         return value
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.text(name, default).lower()
+        value = (self.raw(name) or default).lower()
         if value not in choices:
             quoted = " or ".join(f'"{choice}"' for choice in choices)
             raise ConfigError(f"{name} must be {quoted}, got {self.values[name]!r}")
@@ -168,7 +174,7 @@ class BaseConfig:
         self.LOG_FORMAT = env.choice("LOG_FORMAT", "text", ("text", "json"))
         # Bearer tokens the API accepts, comma-separated (two during a rotation).
         # Unset: the API is open (development); production refuses to start without.
-        self.API_TOKENS = tuple(t.strip() for t in environ.get("API_TOKENS", "").split(",") if t.strip())
+        self.API_TOKENS = tuple(t.strip() for t in env.text("API_TOKENS", "").split(",") if t.strip())
         # Submits per client (API token, else address), Flask-Limiter syntax; "off" disables.
         self.SUBMIT_RATE_LIMIT = env.text("SUBMIT_RATE_LIMIT", type(self).SUBMIT_RATE_LIMIT)
         # Behind a reverse proxy, how many X-Forwarded-For hops to trust for the client address.
@@ -188,7 +194,7 @@ class BaseConfig:
         # run.py's development server (flask run reads the same two variables).
         self.FLASK_RUN_HOST = env.text("FLASK_RUN_HOST", "127.0.0.1")
         self.FLASK_RUN_PORT = env.integer("FLASK_RUN_PORT", 5000, minimum=1)
-        # Long-polls and event streams one API process lets wait at once (backend/api/waiting.py);
+        # Long-polls and event streams one API process lets wait at once (backend/jobs/waiting.py);
         # the next gets a 503. By default gunicorn's threads minus 4 kept for short requests.
         self.MAX_WAITING_REQUESTS = env.integer("MAX_WAITING_REQUESTS", max(1, self.GUNICORN_THREADS - 4), minimum=1)
         # Longest life of one event stream (GET /status/<id>/events): each open stream
@@ -220,11 +226,10 @@ class BaseConfig:
         # broker pool, so all three come from this one value (gunicorn.conf.py explains 16).
         self.GUNICORN_THREADS = env.integer("GUNICORN_THREADS", DEFAULT_GUNICORN_THREADS, minimum=1)
         # No request should take long: Redis calls time out in seconds. A stuck worker is killed.
-        self.GUNICORN_TIMEOUT = env.integer("GUNICORN_TIMEOUT", 30, minimum=1)
+        self.GUNICORN_TIMEOUT = env.integer("GUNICORN_TIMEOUT", 30, minimum=0)  # 0: gunicorn's "never"
         self.GUNICORN_GRACEFUL_TIMEOUT = env.integer("GUNICORN_GRACEFUL_TIMEOUT", 10, minimum=0)
         # "-" is stdout; set but empty turns the access log off (a proxy in front may keep one).
-        access_log = env.values.get("GUNICORN_ACCESSLOG", "-").strip()
-        self.GUNICORN_ACCESSLOG: str | None = access_log or None
+        self.GUNICORN_ACCESSLOG: str | None = env.as_set("GUNICORN_ACCESSLOG", "-") or None
         self.GUNICORN_LOGLEVEL = env.choice("GUNICORN_LOGLEVEL", "info", LOG_LEVELS)
 
     def _read_worker_settings(self, env: Environment) -> None:
@@ -234,9 +239,10 @@ class BaseConfig:
             env.integer("CELERY_CONCURRENCY", 0, minimum=1) if env.raw("CELERY_CONCURRENCY") else None
         )
         # Messages a pool process reserves ahead: 1 for long tasks (see worker_prefetch_multiplier).
-        self.CELERY_PREFETCH_MULTIPLIER = env.integer("CELERY_PREFETCH_MULTIPLIER", 1, minimum=1)
+        # 0 is Celery's "no limit".
+        self.CELERY_PREFETCH_MULTIPLIER = env.integer("CELERY_PREFETCH_MULTIPLIER", 1, minimum=0)
         self.CELERY_QUEUES = env.text("CELERY_QUEUES", DEFAULT_QUEUE)
-        self.CELERY_LOGLEVEL = env.choice("CELERY_LOGLEVEL", "info", LOG_LEVELS)
+        self.CELERY_LOGLEVEL = env.choice("CELERY_LOGLEVEL", "info", (*LOG_LEVELS, "fatal"))
         # Unique per worker: %h is the host name.
         self.CELERY_HOSTNAME = env.text("CELERY_HOSTNAME", "worker@%h")
         # Beat's state, the last run of each entry; runtime state lives under var/.
@@ -282,6 +288,15 @@ class BaseConfig:
             auth = [f"--basic-auth={self.FLOWER_BASIC_AUTH}"] if self.FLOWER_BASIC_AUTH else []
             return [*app, "flower", f"--port={self.FLOWER_PORT}", f"--address={self.FLOWER_ADDRESS}", *auth]
         raise ConfigError(f"no command line for {program!r}: worker, beat or flower")
+
+    def shell_arguments(self, program: str) -> list[str]:
+        """command_line(), for a shell script that reads one argument per line: a value
+        with a line break would smuggle in an argument of its own, so it is refused."""
+        arguments = self.command_line(program)
+        for argument in arguments:
+            if "\n" in argument or "\r" in argument:
+                raise ConfigError(f"a setting of {program} contains a line break: {argument!r}")
+        return arguments
 
     def _check_consistency(self) -> None:
         """Refuse settings that contradict each other, in every environment."""
@@ -498,9 +513,13 @@ def main(argv: list[str]) -> None:
     if len(argv) != 2:
         sys.exit("usage: python config.py worker|beat|flower")
     try:
-        arguments = load_config().command_line(argv[1])
+        config = load_config()
+        arguments = config.shell_arguments(argv[1])
     except ConfigError as error:
         sys.exit(f"configuration error: {error}")
+    if argv[1] == "beat":
+        # Beat creates its schedule file, not the directory; runtime state lives under var/.
+        Path(config.CELERY_BEAT_SCHEDULE_FILE).parent.mkdir(parents=True, exist_ok=True)
     print("\n".join(arguments))
 
 

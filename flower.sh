@@ -10,7 +10,9 @@ cd "$(dirname "$0")"
 if [[ -x .venv/bin/celery ]]; then PATH="$PWD/.venv/bin:$PATH"; fi
 
 # One argument per line; production without FLOWER_BASIC_AUTH (or any bad setting) stops here.
+# (`python` is the venv's here, the image's in a container: config.py needs the project's packages.)
 command_line=$(python config.py flower)
-mapfile -t args <<<"$command_line"
+args=()
+while IFS= read -r argument; do args+=("$argument"); done <<<"$command_line"
 
 exec celery "${args[@]}" "$@"

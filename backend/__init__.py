@@ -33,9 +33,9 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     from backend.api.auth import NoSessions, authenticate
     from backend.api.dashboard import bp as dashboard
     from backend.api.rate_limits import submit_limit
-    from backend.api.waiting import WaitingSlots
     from backend.jobs.idempotency import IdempotencyKeys
     from backend.jobs.records import JobRecords
+    from backend.jobs.waiting import WaitingSlots
     from backend.jobs.watch import Subscriptions
     from backend.ops import cli, metrics, tracing
     from backend.ops.health import WorkerPings

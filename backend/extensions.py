@@ -16,9 +16,9 @@ from flask import Flask, current_app
 if TYPE_CHECKING:
     from celery import Celery
 
-    from backend.api.waiting import WaitingSlots
     from backend.jobs.idempotency import IdempotencyKeys
     from backend.jobs.records import JobRecords
+    from backend.jobs.waiting import WaitingSlots
     from backend.jobs.watch import Subscriptions
     from backend.ops.health import WorkerPings
     from backend.ops.metrics import JobMetrics

@@ -6,12 +6,14 @@ at POST /tasks/<name> and documented in /openapi.json.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backend.jobs.registry import public_task
-from backend.taskqueue.task import RecordedTask
+
+if TYPE_CHECKING:
+    from backend.taskqueue.task import RecordedTask
 
 # A long task must finish well inside its hard time limit (config.LONG_TASK_TIME_LIMIT).
 LONG_TASK_MAX_SECONDS = 3000

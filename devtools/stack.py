@@ -392,7 +392,8 @@ def run_stack(log: PrefixedLog, shutdown: ShutdownRequest) -> int:
     exit_code = 0
     try:
         try:
-            # The settings every child will read, validated before any of them starts.
+            # The settings every child will read, validated before any of them starts. Read
+            # for the API's address and Flower's URL only: provide_redis may set REDIS_URL next.
             settings = load_config(env)
         except ConfigError as error:
             raise StackFailure(f"configuration error: {error}") from None

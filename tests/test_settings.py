@@ -128,3 +128,20 @@ def _answers(process: Process, url: str) -> bool:
     except requests.ConnectionError:
         return False
 
+
+
+def test_a_line_break_in_a_setting_cannot_smuggle_an_argument_into_a_script():
+    with pytest.raises(ConfigError, match="line break"):
+        load_config({"CELERY_QUEUES": "celery\n--pool=solo"}).shell_arguments("worker")
+
+
+def test_secrets_are_kept_exactly_as_set():
+    config = load_config({"FLOWER_BASIC_AUTH": "admin:pass word ", "SECRET_KEY": " spaced "})
+    assert config.FLOWER_BASIC_AUTH == "admin:pass word "
+    assert config.SECRET_KEY == " spaced "
+
+
+@pytest.mark.parametrize("value, access_log", [(None, "-"), ("", None), ("var/access.log", "var/access.log")])
+def test_an_empty_access_log_setting_turns_the_access_log_off(value, access_log):
+    environ = {} if value is None else {"GUNICORN_ACCESSLOG": value}
+    assert load_config(environ).GUNICORN_ACCESSLOG == access_log

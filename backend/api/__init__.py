@@ -1,8 +1,8 @@
 """HTTP: the API blueprint and everything that serves a request.
 
 Routes, request parsing, the JSON error shape, bearer tokens, submit rate limits,
-the waiting slots of long-polls and event streams, the event stream itself, the
-OpenAPI document, the HTTP-only response shapes and the dashboard page.
+the event stream, the OpenAPI document, the HTTP-only response shapes and the
+dashboard page.
 Routes stay thin: they parse, call the job service (backend.jobs.service), and
 shape the response.
 

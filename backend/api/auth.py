@@ -15,7 +15,6 @@ from flask.sessions import NullSession, SessionInterface, SessionMixin
 
 from backend.jobs.errors import ServiceError
 
-OPEN_ENDPOINTS = frozenset({"api.healthz", "api.readyz"})
 ANONYMOUS = "anonymous"
 
 
@@ -55,17 +54,18 @@ def _is_valid(presented: str, tokens: tuple[str, ...]) -> bool:
     return matched
 
 
-def authenticate() -> None:
-    """before_request of the API: set g.client_id, or answer 401.
+def authenticate(open_endpoints: frozenset[str] = frozenset()) -> None:
+    """Set g.client_id, or answer 401 (the API's before_request, and /metrics').
 
-    The health checks never answer 401; a valid token there only unlocks details.
+    `open_endpoints` (the health checks) never answer 401; a valid token there only
+    unlocks details.
     """
     g.client_id = ANONYMOUS
     tokens = current_app.config["API_TOKENS"]
     if not tokens:
         return
     presented = _presented_token()
-    if request.endpoint in OPEN_ENDPOINTS:
+    if request.endpoint in open_endpoints:
         if presented and _is_valid(presented, tokens):
             g.client_id = client_id_for(presented)
         return

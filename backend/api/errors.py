@@ -12,9 +12,12 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from backend.jobs.errors import REDIS_UNAVAILABLE, RETRY_AFTER_SECONDS, ServiceError
+from backend.jobs.errors import REDIS_UNAVAILABLE, ServiceError
 
 log = logging.getLogger(__name__)
+
+# Seconds a client should wait before retrying after Redis was unavailable.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
 
 
 def error_response(
@@ -49,7 +52,7 @@ def handle_redis_unavailable(exc: Exception) -> Response:
         503,
         "service_unavailable",
         "the task queue is unavailable; retry later",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
     )
 
 

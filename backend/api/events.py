@@ -95,12 +95,12 @@ def _events(
     max_seconds: float,
     heartbeat_seconds: float,
 ) -> Iterator[str]:
-    client_watch = None
+    client_socket = None
     try:
         yield f"retry: {RETRY_MILLISECONDS}\n" + format_event(status)
         if watch is None:
             return
-        client_watch = _ClientWatch.of(client)
+        client_socket = _ClientSocket.of(client)
         deadline = time.monotonic() + max_seconds
         next_heartbeat = time.monotonic() + heartbeat_seconds
         while watch.status.state not in FINAL_STATES:
@@ -119,20 +119,20 @@ def _events(
             if watch.next_change(wait):
                 next_heartbeat = time.monotonic() + heartbeat_seconds
                 yield format_event(watch.status)
-            elif client_watch is not None and client_watch.disconnected():
+            elif client_socket is not None and client_socket.disconnected():
                 return
-    except (*REDIS_UNAVAILABLE, ServiceError) as exc:  # type: ignore[misc]  # mypy cannot unpack a tuple here
+    except REDIS_UNAVAILABLE + (ServiceError,) as exc:
         # Too late for an error response: end the stream; the client reconnects
         # and then gets the 503 (or 404 if the job expired meanwhile).
         log.warning("event stream of job %s ended early: %s", job_id, exc)
     finally:
         if watch is not None:
             watch.subscription.close()
-        if client_watch is not None:
-            client_watch.close()
+        if client_socket is not None:
+            client_socket.close()
 
 
-class _ClientWatch:
+class _ClientSocket:
     """Tells when the client has closed the connection (end of file on its socket).
 
     Safe to peek: while a response is being written, the server reads nothing from
@@ -145,7 +145,7 @@ class _ClientWatch:
         self.selector = selector
 
     @classmethod
-    def of(cls, client: socket.socket | None) -> _ClientWatch | None:
+    def of(cls, client: socket.socket | None) -> _ClientSocket | None:
         """A watch on the client's socket; None when there is none to watch."""
         if client is None:
             return None

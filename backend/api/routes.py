@@ -27,7 +27,6 @@ from backend.jobs.registry import PublicTask, public_tasks
 from backend.jobs.status import JobStatus
 from backend.ops import metrics
 from backend.ops.health import readiness
-from backend.tasks import LongTaskInput
 
 View = Callable[..., Any]
 
@@ -145,7 +144,7 @@ class Route:
     json: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     submits: bool = False  # rate-limited as a submit
-    open: bool = False  # no token asked, even when API_TOKENS is set (see auth.OPEN_ENDPOINTS)
+    open: bool = False  # no token asked, even when API_TOKENS is set: the health checks
     # Not in the OpenAPI document through spectree (events.openapi_operation documents it).
     documented: bool = True
 
@@ -162,11 +161,11 @@ def routes() -> list[Route]:
         *submit_routes,
         # The seed's routes: thin aliases over the same submit path.
         Route("/longtask", "longtask_post", submit_view(registry["long_task"]), "POST", ("aliases",),
-              SUBMIT_RESPONSES, json=LongTaskInput, submits=True),
+              SUBMIT_RESPONSES, json=registry["long_task"].input_model, submits=True),
         Route("/add", "add_post", submit_view(registry["add"]), "POST", ("aliases",), SUBMIT_RESPONSES,
               json=registry["add"].input_model, submits=True),
         Route("/longtask", "longtask_get", longtask_get, "GET", ("aliases",), SUBMIT_RESPONSES,
-              query=LongTaskInput, submits=True),
+              query=registry["long_task"].input_model, submits=True),
         Route("/tasks/<name>", "submit_by_name", submit_by_name, "POST", submits=True, documented=False),
         Route("/tasks", "list_tasks", list_tasks, "GET", ("tasks",), {"HTTP_200": TaskList, "HTTP_401": ErrorBody}),
         Route("/status/<task_id>", "job_status", job_status, "GET", ("status",), STATUS_RESPONSES, query=StatusQuery),
@@ -182,8 +181,10 @@ def create_blueprint(spec: SpecTree, limit_submits: Callable[[View], View]) -> B
     """The API blueprint for one app: its spec documents the routes, `limit_submits`
     (the submit rate limit) wraps every submit view."""
     bp = Blueprint("api", __name__)
-    bp.before_request(authenticate)
-    for route in routes():
+    table = routes()
+    open_endpoints = frozenset(f"{bp.name}.{route.endpoint}" for route in table if route.open)
+    bp.before_request(lambda: authenticate(open_endpoints))
+    for route in table:
         view = limit_submits(route.view) if route.submits else route.view
         if route.documented:
             view = spec.validate(

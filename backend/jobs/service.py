@@ -83,6 +83,7 @@ def job_status(job_id: str) -> JobStatus:
 
 
 def _not_found(job_id: str) -> ServiceError:
+    # "task" in the code and message: the HTTP API's wording, kept for its clients.
     return ServiceError(404, "task_not_found", f"no task with id {job_id!r} (never submitted, or expired)")
 
 
@@ -120,6 +121,7 @@ def cancel(job_id: str) -> JobStatus:
     """Cancel a job: a queued one never runs; a running long task stops at its next step."""
     status = job_status(job_id)
     if status.state in states.FINAL_STATES:
+        # "task" in the code and message: the HTTP API's wording, kept for its clients.
         raise ServiceError(409, "task_finished", f"task {job_id} already ended in state {status.state}")
     if extensions.job_records().request_cancel(job_id):
         # The record's flag is what stops the job: the worker that takes the message

@@ -8,7 +8,7 @@ and the job record (records.py) tells them apart.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from celery import states as celery_states
 
@@ -24,7 +24,8 @@ REVOKED = celery_states.REVOKED
 CELERY_PENDING = celery_states.PENDING
 
 JobState = Literal["QUEUED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED"]
-ALL_STATES: tuple[str, ...] = (QUEUED, STARTED, PROGRESS, RETRY, SUCCESS, FAILURE, REVOKED)
+# In the order a job moves through them (the OpenAPI document lists them so).
+ALL_STATES: tuple[str, ...] = get_args(JobState)
 # A job in one of these never changes again: long-polls answer at once, streams end.
 FINAL_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
 # States a worker stores in the result backend and that we report as they are.

@@ -14,7 +14,8 @@ import threading
 
 from backend.jobs.errors import ServiceError
 
-RETRY_AFTER_SECONDS = 2
+# Seconds a refused long-poll or stream should wait: a slot frees as soon as any wait ends.
+WAITING_RETRY_AFTER_SECONDS = 2
 
 
 class Slot:
@@ -52,7 +53,7 @@ class WaitingSlots:
                     503,
                     "too_many_waiting_requests",
                     f"this API process already holds {self.size} long-polls and event streams; retry shortly",
-                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                    headers={"Retry-After": str(WAITING_RETRY_AFTER_SECONDS)},
                 )
             self.in_use += 1
         return Slot(self)
