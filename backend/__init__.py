@@ -37,8 +37,7 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     from backend.jobs.records import JobRecords
     from backend.jobs.waiting import WaitingSlots
     from backend.jobs.watch import Subscriptions
-    from backend.ops import cli, metrics, tracing
-    from backend.ops.health import WorkerPings
+    from backend.ops import cli, health, metrics, tracing
     from backend.taskqueue.celery_app import make_celery
     from config import load_config
 
@@ -74,10 +73,9 @@ def create_app(config: BaseConfig | None = None) -> Flask:
             # Idempotency keys live and expire with the job records they point to.
             idempotency_keys=IdempotencyKeys(records),
             waiting_slots=WaitingSlots(config.MAX_WAITING_REQUESTS),
-            # A caller waits at most for one ping under way (its timeout), plus a margin.
-            worker_pings=WorkerPings(config.READYZ_CACHE_SECONDS, 2 * config.READYZ_PING_TIMEOUT + 1),
         ),
     )
+    health.init_app(app)
     make_celery(app, records)
 
     spec = openapi.create_spec(bearer_auth=bool(config.API_TOKENS))

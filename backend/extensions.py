@@ -1,9 +1,10 @@
-"""The objects the factory shares with every request, task and command of an app,
+"""The objects the factory shares with every request, job and command of an app,
 kept in `app.extensions` and reached through these typed accessors (inside an app
 context), never through string keys spread over the modules.
 
-Celery sits under "celery", where Flask's own Celery guide puts it; the service's
-own objects sit together under "jobs".
+Celery sits under "celery", where Flask's own Celery guide puts it; the job
+service's objects sit together under "jobs". Operations keep theirs in their own
+modules, each with its own accessor (backend.ops.health, backend.ops.metrics).
 """
 
 from __future__ import annotations
@@ -20,24 +21,20 @@ if TYPE_CHECKING:
     from backend.jobs.records import JobRecords
     from backend.jobs.waiting import WaitingSlots
     from backend.jobs.watch import Subscriptions
-    from backend.ops.health import WorkerPings
-    from backend.ops.metrics import JobMetrics
 
 CELERY = "celery"
 JOBS = "jobs"
-# Set by backend.ops.metrics.init_app, which builds the registry it counts in.
-METRICS = "job_metrics"
 
 
 @dataclass(frozen=True)
 class Services:
     """What create_app builds once per app for the job service."""
 
+
     records: JobRecords
     subscriptions: Subscriptions
     idempotency_keys: IdempotencyKeys
     waiting_slots: WaitingSlots
-    worker_pings: WorkerPings
 
 
 def init_app(app: Flask, services: Services) -> None:
@@ -66,12 +63,3 @@ def idempotency_keys() -> IdempotencyKeys:
 
 def waiting_slots() -> WaitingSlots:
     return services().waiting_slots
-
-
-def worker_pings() -> WorkerPings:
-    return services().worker_pings
-
-
-def job_metrics() -> JobMetrics:
-    return cast("JobMetrics", current_app.extensions[METRICS])
-

@@ -7,9 +7,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from flask import current_app
+from flask import Flask, current_app
 
 from backend import extensions
 from backend.jobs.timestamps import epoch_iso
@@ -19,6 +19,8 @@ from config import BEAT_NODE_PREFIX
 # A heartbeat older than this many intervals is stale: one late or expired beat is no alarm.
 FRESH_INTERVALS = 3
 
+# Where init_app keeps this app's WorkerPings.
+EXTENSION = "worker_pings"
 
 class WorkerPings:
     """The workers' answer to a ping, shared by one API process's requests for `ttl` s.
@@ -66,6 +68,17 @@ class WorkerPings:
         return at >= (asked if isinstance(answer, Exception) else asked - self.ttl)
 
 
+def init_app(app: Flask) -> None:
+    config = app.config
+    # A caller waits at most for one ping under way (its timeout), plus a margin.
+    app.extensions[EXTENSION] = WorkerPings(config["READYZ_CACHE_SECONDS"], 2 * config["READYZ_PING_TIMEOUT"] + 1)
+
+
+def worker_pings() -> WorkerPings:
+    """This app's shared ping of the workers (init_app made it)."""
+    return cast(WorkerPings, current_app.extensions[EXTENSION])
+
+
 def _ping_workers() -> list[str]:
     replies = extensions.celery_app().control.ping(timeout=current_app.config["READYZ_PING_TIMEOUT"])
     return sorted(name for reply in replies for name in reply if not name.startswith(BEAT_NODE_PREFIX))
@@ -88,7 +101,7 @@ def readiness() -> tuple[bool, dict[str, Any]]:
         redis_check["error"] = f"{type(exc).__name__}: {exc}"
     if redis_check["ok"]:
         try:
-            names, age = extensions.worker_pings().names(_ping_workers)
+            names, age = worker_pings().names(_ping_workers)
             workers_check = {"ok": bool(names), "count": len(names), "names": names, "age_seconds": round(age, 1)}
             if not names:
                 workers_check["error"] = "no worker answered a ping"

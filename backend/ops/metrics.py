@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import cast
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, current_app, request
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_flask_exporter import PrometheusMetrics
 
-from backend import extensions
 from backend.jobs.registry import public_tasks
 
 UNMATCHED_ROUTE = "<unmatched>"
+# Where init_app keeps this app's JobMetrics.
+EXTENSION = "job_metrics"
 
 
 def route(req: Request) -> str:
@@ -55,8 +57,13 @@ class JobMetrics:
         )
 
 
+def job_metrics() -> JobMetrics:
+    """This app's counters (init_app made them)."""
+    return cast(JobMetrics, current_app.extensions[EXTENSION])
+
+
 def count_submit(task_name: str) -> None:
-    extensions.job_metrics().submitted.labels(task=task_name).inc()
+    job_metrics().submitted.labels(task=task_name).inc()
 
 
 def init_app(app: Flask, authenticate: Callable[[], None]) -> None:
@@ -75,7 +82,7 @@ def init_app(app: Flask, authenticate: Callable[[], None]) -> None:
     # silently skip every app after the first).
     registry = CollectorRegistry()
     PrometheusMetrics(app, registry=registry, group_by=route, metrics_decorator=authenticated)
-    metrics = app.extensions[extensions.METRICS] = JobMetrics(registry)
+    metrics = app.extensions[EXTENSION] = JobMetrics(registry)
     # Every public task's series exists from the start (at 0): rate() and alerts see the first submit.
     for name in public_tasks():
         metrics.submitted.labels(task=name)
