@@ -22,10 +22,11 @@ import redis
 from backend.jobs.states import FINAL_STATES, SUCCESS
 from bench.publishers import Publishers, fill_queue
 from bench.stack import API_DB, DEFAULTS_DB, HOLD_QUEUE, BenchError, BenchStack, Service, cpu_seconds, rss_mb
+from config import DEFAULT_QUEUE
 from devtools.loadgen import LoadResult, LoadRun, Request, percentile
 from devtools.processes import wait_until
 
-QUEUE = "celery"
+QUEUE = DEFAULT_QUEUE
 NOOP_SUBMIT = Request("POST", "/tasks/noop", b"{}")
 # Each long-poll asks for at most this long; the task ends far sooner.
 LONG_POLL_S = 10

@@ -6,13 +6,14 @@ import json
 import math
 import os
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 import psutil
 
 from bench.stack import SHORT_TASK_PREFETCH
+from devtools.tables import aligned_table
 
 LIBRARIES = ("celery", "kombu", "redis", "hiredis", "billiard", "flask", "werkzeug", "gunicorn",
              "pydantic", "spectree", "flask-limiter")
@@ -86,7 +87,7 @@ def document(results: dict, *, quick: bool) -> dict:
         value, goal = target["measured"], target["target"]
         target["met"] = bool(value >= goal) if target["op"] == ">=" else bool(value <= goal)
     return {
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if quick else "full",
         "redis_lpush_per_s": results["redis_lpush"]["per_s"],
         "redis_rtt_ms": results["redis_lpush"]["rtt_ms"],
@@ -223,12 +224,14 @@ def table(doc: dict) -> list[str]:
          busy("e2e")),
         ("e2e raw apply_async().get()", f"p50 {_number(doc['e2e_raw_ms']['p50'], 2)} ms", _ms(doc["e2e_raw_ms"]),
          busy("e2e")),
-        ("worker, ours" + (f" (celery_worker.sh, prefetch {SHORT_TASK_PREFETCH})" if setup["ours_worker"].startswith("./") else " (candidates)"),
+        ("worker, ours" + (f" (celery_worker.sh, prefetch {SHORT_TASK_PREFETCH})"
+                           if setup["ours_worker"].startswith("./") else " (candidates)"),
          f"{_number(doc['worker_tasks_per_s']['ours'])} tasks/s",
          _cpu(cpu["worker_ours"]), busy("worker_ours")),
         ("worker, Celery's defaults", f"{_number(doc['worker_tasks_per_s']['celery_defaults'])} tasks/s",
          _cpu(cpu["worker_celery_defaults"]), busy("worker_celery_defaults")),
-        ("GET /status/<id>", f"{_number(doc['status_req_per_s'])} req/s", _ms(doc["status_latency_ms"]), busy("status")),
+        ("GET /status/<id>", f"{_number(doc['status_req_per_s'])} req/s", _ms(doc["status_latency_ms"]),
+         busy("status")),
         ("", "", _cpu(cpu["status"]), ""),
         ("RSS API (gunicorn, all processes)", f"{_number(doc['rss_mb']['api'], 1)} MiB",
          " + ".join(_number(size, 1) for size in doc["rss_mb"]["per_process"]["api"]), ""),
@@ -275,11 +278,7 @@ def table(doc: dict) -> list[str]:
 
 
 def _grid(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    all_rows = [header, *rows]
-    widths = [max(len(row[i]) for row in all_rows) for i in range(len(header))]
-    lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in all_rows]
-    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
-    return lines
+    return aligned_table(header, rows)
 
 
 def draw(doc: dict, results: dict, path: Path) -> Path:

@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help=f"measured window of each rate (default {FULL['seconds']:g})")
     parser.add_argument("--warmup", type=float, help=f"warm-up before each rate window (default {FULL['warmup']:g})")
     parser.add_argument("--repeat", type=int, help=f"runs of each rate; the median is kept (default {FULL['repeat']})")
-    parser.add_argument("--latency-samples", type=int, help=f"end-to-end samples of each kind (default {FULL['latency_samples']})")
+    parser.add_argument("--latency-samples", type=int,
+                        help=f"end-to-end samples of each kind (default {FULL['latency_samples']})")
     parser.add_argument("--worker-tasks", type=int, help=f"tasks each worker drains (default {FULL['worker_tasks']})")
     parser.add_argument("--worker-concurrency", type=int, default=2, help="pool processes of both workers (default 2)")
     parser.add_argument("--http-processes", type=int, default=2, help="load generator processes (default 2)")

@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from devtools.tables import aligned_table
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 COMMAND = ".venv/bin/python -m devtools.docs_figures"
 # The fields of one figure, as tests/reliability/figures.py writes them.
@@ -94,14 +96,7 @@ def _cell(text: str) -> str:
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """A Markdown table padded to aligned columns, as the printed tables are."""
-    all_rows = [[_cell(cell) for cell in row] for row in (header, *rows)]
-    widths = [max(len(row[i]) for row in all_rows) for i in range(len(header))]
-    lines = [
-        "| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + " |"
-        for row in all_rows
-    ]
-    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
-    return lines
+    return aligned_table([_cell(cell) for cell in header], [[_cell(cell) for cell in row] for row in rows])
 
 
 def _when(iso: str) -> str:

@@ -14,6 +14,7 @@ Redis, no developer settings. Process and wait_until are devtools/processes.py's
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
 import uuid
@@ -23,19 +24,22 @@ import redis
 import requests
 
 from backend import create_app, extensions
-from config import TestingConfig
+from config import DEFAULT_QUEUE, TestingConfig
 from devtools.processes import PROJECT_ROOT, Process, wait_until
 from devtools.redis_server import RedisServer, free_port
 
 __all__ = [
     "FLOWER_AUTH", "PROJECT_ROOT", "QUEUE", "VENV_BIN", "Process", "cancel_during_long_poll", "db_url",
     "launch_gunicorn", "launch_worker", "make_app", "service_env", "wait_for_state", "wait_until",
-    "wait_until_http_ok",
+    "wait_until_http_ok", "copy_project",
 ]
 
 VENV_BIN = Path(sys.executable).parent
-QUEUE = "celery"
+# The queue a worker consumes unless told otherwise.
+QUEUE = DEFAULT_QUEUE
 FLOWER_AUTH = ("flower-user", "flower-secret-for-tests")
+# What a deploy does not ship, left out of a copy of the project made by a test.
+NOT_DEPLOYED = shutil.ignore_patterns(".git", ".venv", ".env", "var", "__pycache__", ".pytest_cache")
 
 
 def service_env(redis_url: str, **extra: str) -> dict[str, str]:
@@ -153,3 +157,9 @@ def cancel_during_long_poll(app, task_id: str, after: float, wait: float) -> dic
         return app.test_client().get(f"/status/{task_id}?wait={wait:g}").get_json()
     finally:
         cancel.join()
+
+
+def copy_project(destination: Path) -> Path:
+    """A deployable copy of the project at `destination` (a test may change its files)."""
+    shutil.copytree(PROJECT_ROOT, destination, ignore=NOT_DEPLOYED)
+    return destination

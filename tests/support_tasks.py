@@ -15,6 +15,7 @@ from celery import shared_task
 from celery.signals import task_prerun
 
 from backend import extensions
+
 EXECUTIONS = "test:executions"
 
 

@@ -55,7 +55,8 @@ def test_status_of_an_unknown_id_fails_with_the_apis_message(app, client):
 def test_bad_submits_fail_with_the_apis_message_and_enqueue_nothing(
     idle_app, idle_client, idle_queue_length, cli_args, method, path, body
 ):
-    api_message = getattr(idle_client, method)(path, data=body, content_type="application/json").get_json()["error"]["message"]
+    answer = getattr(idle_client, method)(path, data=body, content_type="application/json")
+    api_message = answer.get_json()["error"]["message"]
     queued = idle_queue_length()
     assert_fails_with(invoke(idle_app, "jobs", "submit", *cli_args), api_message)
     assert idle_queue_length() == queued
@@ -69,8 +70,9 @@ def test_cancel_of_a_queued_task_revokes_it(idle_app):
     assert_fails_with(invoke(idle_app, "jobs", "cancel", task_id), f"task {task_id} already ended in state REVOKED")
 
 
-def test_workers_lists_each_worker_and_its_running_tasks(app, worker):
-    task_id = invoke(app, "jobs", "submit", "long_task", "--json", '{"steps": 20, "step_seconds": 0.2}').stdout.split()[0]
+def test_workers_lists_each_worker_and_the_jobs_it_runs(app, worker):
+    submitted = invoke(app, "jobs", "submit", "long_task", "--json", '{"steps": 20, "step_seconds": 0.2}')
+    task_id = submitted.stdout.split()[0]
     try:
         wait_until(lambda: status_of(app, task_id)["state"] in {"STARTED", "PROGRESS"}, 20)
         result = invoke(app, "workers")
@@ -87,7 +89,12 @@ def test_workers_fails_when_no_worker_answers(idle_app):
 
 @pytest.mark.parametrize(
     "args",
-    [("jobs", "submit", "add", "--json", '{"x": 1, "y": 2}'), ("jobs", "status", "some-id"), ("jobs", "cancel", "some-id"), ("workers",)],
+    [
+        ("jobs", "submit", "add", "--json", '{"x": 1, "y": 2}'),
+        ("jobs", "status", "some-id"),
+        ("jobs", "cancel", "some-id"),
+        ("workers",),
+    ],
     ids=["submit", "status", "cancel", "workers"],
 )
 def test_a_redis_outage_fails_fast_with_one_line(make_app, args):

@@ -7,8 +7,7 @@ import pytest
 from backend import extensions
 from backend.taskqueue.transport import Transport
 from config import DEFAULT_REDIS_URL, ConfigError, DevelopmentConfig, ProductionConfig, load_config
-from tests.conftest import make_app
-from tests.processes import PROJECT_ROOT, service_env
+from tests.helpers import PROJECT_ROOT, service_env
 
 SAFE_PRODUCTION = {
     "APP_ENV": "production",
@@ -146,7 +145,7 @@ def test_log_format_is_text_unless_json_is_asked_and_a_typo_is_refused():
 
 
 @pytest.mark.parametrize("scheme, tls", [("redis", False), ("rediss", True)])
-def test_redis_broker_urls_get_our_transport_and_keep_their_scheme_and_tls(scheme, tls):
+def test_redis_broker_urls_get_our_transport_and_keep_their_scheme_and_tls(make_app, scheme, tls):
     # Flower picks its broker view from the scheme; kombu turns TLS on from it.
     app = make_app(f"{scheme}://127.0.0.1:6390/0")
     with extensions.celery_app(app).connection_for_write() as connection:

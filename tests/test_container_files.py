@@ -136,7 +136,8 @@ def test_production_accepts_the_compose_environment_once_the_secrets_are_set(ser
     def strong_value(reference: re.Match) -> str:
         return f"admin:{secrets.token_hex(16)}" if reference["name"] == "FLOWER_BASIC_AUTH" else secrets.token_hex(32)
 
-    environment = {name: REQUIRED_REFERENCE.sub(strong_value, str(value)) for name, value in services["worker"]["environment"].items()}
+    declared = services["worker"]["environment"]
+    environment = {name: REQUIRED_REFERENCE.sub(strong_value, str(value)) for name, value in declared.items()}
     assert load_config(environment).ENV_NAME == "production"
 
 

@@ -2,22 +2,21 @@
 code, also the modules gunicorn.conf.py imported into the master (config, backend.logs
 and what they import)."""
 
-import shutil
+
 import signal
 
 import pytest
 import requests
 
-from tests.helpers import PROJECT_ROOT, wait_until
+from tests.helpers import copy_project, wait_until
 
 pytestmark = pytest.mark.e2e
 
-NOT_DEPLOYED = shutil.ignore_patterns(".git", ".venv", ".env", "var", "__pycache__", ".pytest_cache")
 
 
 def test_after_kill_hup_new_workers_run_the_deployed_code(start_gunicorn, idle_redis_url, tmp_path):
     project = tmp_path / "project"
-    shutil.copytree(PROJECT_ROOT, project, ignore=NOT_DEPLOYED)
+    copy_project(project)
     gunicorn, base_url = start_gunicorn(idle_redis_url, "gunicorn-hup", project, GUNICORN_WORKERS="1")
     url = f"{base_url}/healthz"
     assert "X-Request-ID" in requests.get(url, timeout=5).headers

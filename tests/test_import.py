@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from tests.processes import PROJECT_ROOT, service_env
+from tests.helpers import PROJECT_ROOT, service_env
 
 # Any socket connect or new thread during import is a failure.
 PROBE = """

@@ -37,7 +37,8 @@ def test_out_of_range_long_task_input_is_422_naming_the_field_and_enqueues_nothi
 
 def test_a_long_task_longer_than_its_time_limit_is_422(idle_client, idle_queue_length):
     before = idle_queue_length()
-    error = assert_error(idle_client.post("/longtask", json={"steps": 10_000, "step_seconds": 60}), 422, "validation_error")
+    answer = idle_client.post("/longtask", json={"steps": 10_000, "step_seconds": 60})
+    error = assert_error(answer, 422, "validation_error")
     assert "time limit" in error["message"]
     assert idle_queue_length() == before
 
@@ -67,7 +68,8 @@ def test_malformed_json_is_400(idle_client, idle_queue_length):
 
 def test_non_json_content_type_is_415(idle_client, idle_queue_length):
     before = idle_queue_length()
-    assert_error(idle_client.post("/add", data='{"x": 1, "y": 2}', content_type="text/plain"), 415, "unsupported_media_type")
+    answer = idle_client.post("/add", data='{"x": 1, "y": 2}', content_type="text/plain")
+    assert_error(answer, 415, "unsupported_media_type")
     assert idle_queue_length() == before
 
 
@@ -77,7 +79,8 @@ def test_a_body_over_the_limit_is_413(idle_client, idle_app):
 
 
 def test_odd_unicode_is_a_clean_422(idle_client):
-    error = assert_error(idle_client.post("/add", json={"x": "\u202e\ud83d\ude00\x00", "y": 1}), 422, "validation_error")
+    answer = idle_client.post("/add", json={"x": "\u202e\ud83d\ude00\x00", "y": 1})
+    error = assert_error(answer, 422, "validation_error")
     assert error["details"][0]["field"] == "x"
 
 

@@ -10,10 +10,10 @@ import pytest
 import redis
 
 from backend import extensions
-from backend.ops.health import BEAT_NODE_PREFIX
-from backend.taskqueue.periodic import HEARTBEAT_KEY, HEARTBEAT_TASK, last_heartbeat, record_heartbeat
 from backend.jobs.records import KEY_PREFIX
 from backend.jobs.registry import public_tasks
+from backend.ops.health import BEAT_NODE_PREFIX
+from backend.taskqueue.periodic import HEARTBEAT_KEY, HEARTBEAT_TASK, last_heartbeat, record_heartbeat
 from config import ConfigError, load_config
 from devtools.redis_server import free_port
 from tests.helpers import Process, db_url, launch_worker, service_env, wait_until

@@ -4,22 +4,16 @@ with a message naming the variable."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
 
 from config import FALSE_WORDS, TRUE_WORDS, ConfigError, load_config
-from devtools.processes import PROJECT_ROOT, Process, wait_until
 from devtools.redis_server import free_port
-from tests.processes import service_env
-
-VENV_BIN = Path(sys.executable).parent
-NOT_DEPLOYED = shutil.ignore_patterns(".git", ".venv", ".env", "var", "__pycache__", ".pytest_cache")
+from tests.helpers import PROJECT_ROOT, VENV_BIN, Process, copy_project, service_env, wait_until
 
 
 @pytest.mark.parametrize("word", sorted(TRUE_WORDS) + [word.upper() for word in TRUE_WORDS] + [" On "])
@@ -89,7 +83,7 @@ def test_threads_set_only_in_dotenv_size_gunicorn_and_the_waiting_slots(idle_red
     """A bare `gunicorn --config gunicorn.conf.py` with GUNICORN_THREADS=6 in `.env` only:
     gunicorn runs 6 threads and the app lets 6 - 4 = 2 requests wait at once."""
     project = tmp_path / "project"
-    shutil.copytree(PROJECT_ROOT, project, ignore=NOT_DEPLOYED)
+    copy_project(project)
     port = free_port()
     (project / ".env").write_text(
         f"GUNICORN_THREADS=6\nGUNICORN_WORKERS=1\nGUNICORN_LOGLEVEL=debug\nGUNICORN_BIND=127.0.0.1:{port}\n"

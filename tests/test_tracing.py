@@ -105,4 +105,5 @@ def test_gunicorn_json_logs_have_the_request_id_in_access_lines(start_gunicorn, 
     assert line["name"] == "gunicorn.access"
     assert (line["method"], line["path"], line["status"]) == ("GET", "/status/not-a-task", 404)
     # gunicorn's own lines ("Booting worker ...") are JSON too: access_line() parsed every line.
-    assert any(line.get("name") == "gunicorn.error" for line in map(json.loads, process.log_path.read_text().splitlines()))
+    lines = map(json.loads, process.log_path.read_text().splitlines())
+    assert any(line.get("name") == "gunicorn.error" for line in lines)

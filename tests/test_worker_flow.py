@@ -115,7 +115,8 @@ def test_a_later_attempt_stores_started_over_the_earlier_attempts_state(app, wor
     records = extensions.services(app).records
     task_id = f"later-attempt-{uuid.uuid4().hex}"
     result_key = f"celery-task-meta-{task_id}"
-    redis_client.set(result_key, json.dumps({"status": "RETRY", "result": {"exc_type": "RuntimeError"}, "task_id": task_id}))
+    retry = {"status": "RETRY", "result": {"exc_type": "RuntimeError"}, "task_id": task_id}
+    redis_client.set(result_key, json.dumps(retry))
     started = json.dumps({"status": "STARTED", "result": {"pid": 1, "hostname": "w@h"}, "task_id": task_id})
     subscriber = redis_client.pubsub(ignore_subscribe_messages=True)
     subscriber.subscribe(result_key)

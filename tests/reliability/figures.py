@@ -10,6 +10,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 
+from devtools.tables import aligned_table
 from tests.helpers import PROJECT_ROOT
 
 RESULTS_PATH = PROJECT_ROOT / "var" / "reliability" / "figures.json"
@@ -44,12 +45,11 @@ def _format(value: float) -> str:
 
 
 def table() -> list[str]:
-    rows = [("area", "figure", "measured", "target", "")]
-    rows += [(f.area, f.name, f"{_format(f.value)} {f.unit}".strip(), f.target, "ok" if f.met else "MISSED") for f in _figures]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in rows]
-    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
-    return lines
+    rows = [
+        (f.area, f.name, f"{_format(f.value)} {f.unit}".strip(), f.target, "ok" if f.met else "MISSED")
+        for f in _figures
+    ]
+    return aligned_table(("area", "figure", "measured", "target", ""), rows)
 
 
 def save() -> None:

@@ -187,7 +187,7 @@ class SuccessCheck:
             pipe.mget([f"celery-task-meta-{task_id}" for _, task_id in self.pending[start : start + META_BATCH]])
         metas = [meta for batch in pipe.execute() for meta in batch]
         unfinished, finished = [], []
-        for (index, task_id), raw in zip(self.pending, metas):
+        for (index, task_id), raw in zip(self.pending, metas, strict=True):
             meta = json.loads(raw) if raw else {}
             state = meta.get("status")
             if state == SUCCESS and meta.get("result") == expected_result(index):

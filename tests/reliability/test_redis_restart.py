@@ -44,6 +44,8 @@ def test_queued_tasks_records_and_results_survive_a_redis_restart(jobs, start_wo
     results = {task_id: jobs.wait_for(task_id, FINAL_STATES, timeout=30)["result"] for task_id in queued}
     tasks_lost = sum(results[task_id] != result for task_id, result in queued.items())
     figures.record("redis restart", f"Redis {how}: queued tasks lost (of 50)", tasks_lost, "", "0", tasks_lost == 0)
-    figures.record("redis restart", f"Redis {how}: finished results lost (of 5)", results_lost, "", "0", results_lost == 0)
+    figures.record(
+        "redis restart", f"Redis {how}: finished results lost (of 5)", results_lost, "", "0", results_lost == 0
+    )
     assert tasks_lost == results_lost == 0
     assert all(jobs.executions(task_id) == 1 for task_id in queued)

@@ -41,9 +41,12 @@ def test_three_workers_share_a_queue_and_losing_one_loses_nothing(jobs, start_wo
     assert {first_runs[t].split("@")[0] for t in task_ids} == set(NAMES)  # all three took work
     assert all(len(jobs.ran_on(t)) == executions[t] for t in task_ids)
     figures.record("several workers", f"{TASKS} tasks on 3 workers, one killed: lost", lost, "", "0", True)
-    figures.record("several workers", "duplicates of tasks on healthy workers", len(duplicates_of_healthy), "", "0", True)
     figures.record(
-        "several workers", "killed worker's tasks re-run elsewhere", len(rerun), "", "its running tasks (≤ 2)", len(rerun) <= 2
+        "several workers", "duplicates of tasks on healthy workers", len(duplicates_of_healthy), "", "0", True
+    )
+    figures.record(
+        "several workers", "killed worker's tasks re-run elsewhere", len(rerun), "",
+        "its running tasks (≤ 2)", len(rerun) <= 2,
     )
     figures.record(
         "several workers", f"all done after the kill (visibility {VISIBILITY_TIMEOUT} s)", recovered_after, "s",

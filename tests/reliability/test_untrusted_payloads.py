@@ -43,7 +43,9 @@ def test_a_pickled_task_message_is_refused_and_never_executed(jobs, start_worker
     assert jobs.wait_for(follow_up, FINAL_STATES, timeout=20)["result"] == 5
 
     executed = int(marker.exists()) + jobs.executions(task_id)
-    figures.record("hostile input", "pickle message pushed into the queue: executed", executed, "times", "0", executed == 0)
+    figures.record(
+        "hostile input", "pickle message pushed into the queue: executed", executed, "times", "0", executed == 0
+    )
     assert not marker.exists()
     assert jobs.executions(task_id) == 0
     assert jobs.queue_length() == 0 and jobs.redis.zcard("unacked_index") == 0

@@ -110,7 +110,8 @@ def test_sigterm_requeues_the_running_task_within_the_grace_period_however_many_
     requeue_times = []
     for deploy in range(stops):
         stopping = start_workers(f"deploy{deploy}", WORKER_SOFT_SHUTDOWN_TIMEOUT=str(grace))
-        wait_until(lambda: jobs.executions(task_id) == deploy + 1, timeout=20, what="the task to run")
+        runs = deploy + 1
+        wait_until(lambda runs=runs: jobs.executions(task_id) == runs, timeout=20, what="the task to run")
 
         stopping.popen.send_signal(signal.SIGTERM)
         signalled_at = time.monotonic()
