@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import uuid
@@ -31,7 +32,7 @@ from devtools.redis_server import RedisServer, free_port
 __all__ = [
     "FLOWER_AUTH", "PROJECT_ROOT", "QUEUE", "VENV_BIN", "Process", "cancel_during_long_poll", "db_url",
     "launch_gunicorn", "launch_worker", "make_app", "service_env", "wait_for_state", "wait_until",
-    "wait_until_http_ok", "copy_project",
+    "wait_until_http_ok", "copy_project", "run_command",
 ]
 
 VENV_BIN = Path(sys.executable).parent
@@ -163,3 +164,16 @@ def copy_project(destination: Path) -> Path:
     """A deployable copy of the project at `destination` (a test may change its files)."""
     shutil.copytree(PROJECT_ROOT, destination, ignore=NOT_DEPLOYED)
     return destination
+
+
+def run_command(command: list[str], timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run one of the project's commands (a script, gunicorn, run.py) to its end, from the
+    project root, in a test environment with a Redis nobody listens on unless `env` says."""
+    return subprocess.run(
+        command,
+        cwd=PROJECT_ROOT,
+        env=service_env(env.pop("REDIS_URL", "redis://127.0.0.1:1/0"), **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,13 +1,12 @@
 """Configuration comes from the environment; production refuses unsafe defaults."""
 
-import subprocess
 
 import pytest
 
 from backend import extensions
 from backend.taskqueue.transport import Transport
 from config import DEFAULT_REDIS_URL, ConfigError, DevelopmentConfig, ProductionConfig, load_config
-from tests.helpers import PROJECT_ROOT, service_env
+from tests.helpers import run_command
 
 SAFE_PRODUCTION = {
     "APP_ENV": "production",
@@ -95,14 +94,7 @@ def test_production_refuses_unauthenticated_flower():
 
 
 def test_flower_script_refuses_production_without_auth():
-    result = subprocess.run(
-        ["./flower.sh"],
-        cwd=PROJECT_ROOT,
-        env=service_env("redis://127.0.0.1:1/0", APP_ENV="production"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_command(["./flower.sh"], APP_ENV="production")
     assert result.returncode != 0
     assert "FLOWER_BASIC_AUTH" in result.stderr
 

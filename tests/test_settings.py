@@ -4,7 +4,6 @@ with a message naming the variable."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,7 +12,7 @@ import requests
 
 from config import FALSE_WORDS, TRUE_WORDS, ConfigError, load_config
 from devtools.redis_server import free_port
-from tests.helpers import PROJECT_ROOT, VENV_BIN, Process, copy_project, service_env, wait_until
+from tests.helpers import VENV_BIN, Process, copy_project, run_command, service_env, wait_until
 
 
 @pytest.mark.parametrize("word", sorted(TRUE_WORDS) + [word.upper() for word in TRUE_WORDS] + [" On "])
@@ -48,14 +47,7 @@ def test_a_mistyped_boolean_is_refused_naming_the_variable(typo):
     ],
 )
 def test_flask_debug_typo_stops_every_process_with_a_clear_message(command):
-    result = subprocess.run(
-        command,
-        cwd=PROJECT_ROOT,
-        env=service_env("redis://127.0.0.1:1/0", FLASK_DEBUG="ture"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_command(command, FLASK_DEBUG="ture")
     assert result.returncode != 0
     assert "configuration error: FLASK_DEBUG must be one of" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
