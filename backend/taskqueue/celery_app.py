@@ -9,6 +9,12 @@ from flask import Flask
 
 from backend import extensions
 from backend.jobs.records import JobRecords
+
+# Celery imports the result backend and consumer classes by name (config.py) on first
+# use, which in beat can happen in two threads at once (the scheduler and remote
+# control): one of them then found the module half-imported and beat exited. Imported
+# here, by the thread that builds the app, they are complete before any other starts.
+from backend.taskqueue import consumer, results  # noqa: F401
 from backend.taskqueue.leases import RenewLeases
 from backend.taskqueue.task import RecordedTask
 from backend.taskqueue.transport import use_for_redis_urls
