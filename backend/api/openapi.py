@@ -16,6 +16,8 @@ from backend.api.events import openapi_operation as event_stream_operation
 from backend.api.schemas import ErrorBody
 
 DOCS_PATH = "docs"
+# Every model the document names, by name: two models may not share one.
+_MODELS_BY_NAME: dict[str, type[Any]] = {}
 
 
 class DocumentingFlaskPlugin(FlaskPlugin):
@@ -52,6 +54,18 @@ class JobsSpec(SpecTree):
         return document
 
 
+def component_name(model: type[Any]) -> str:
+    """The model's own name, which clients generate their types from. spectree's default
+    adds a hash of the module path, so moving a module renamed every generated type."""
+    name = model.__name__
+    known = _MODELS_BY_NAME.setdefault(name, model)
+    if known is not model:
+        raise ValueError(
+            f"two models of the API are named {name} ({known.__module__} and {model.__module__}): rename one"
+        )
+    return name
+
+
 def create_spec(*, bearer_auth: bool) -> SpecTree:
     """The spec; with bearer_auth, every route but the health checks asks for a token."""
     bearer = SecurityScheme(name="bearerAuth", data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer"))
@@ -66,6 +80,8 @@ def create_spec(*, bearer_auth: bool) -> SpecTree:
         mode="strict",
         validation_error_status=422,
         validation_error_model=ErrorBody,
+        naming_strategy=component_name,
+        nested_naming_strategy=lambda parent, child: child,
         page_templates={"swagger": PAGE_TEMPLATES["swagger"]},
         **security,
     )
