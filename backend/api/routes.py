@@ -61,24 +61,21 @@ def submitted(task_name: str, data: Any, *, from_query: bool = False) -> Respons
     return response
 
 
-def submit_view(task: PublicTask) -> View:
-    """The view that submits jobs of `task` with a JSON body."""
+def submit_view(task: PublicTask, *, from_query: bool = False) -> View:
+    """The view that submits jobs of `task`, its input the JSON body (or the query string)."""
 
     def submit_task() -> Response:
+        if from_query:
+            return submitted(task.name, request.args.to_dict(), from_query=True)
         return submitted(task.name, json_body())
 
-    submit_task.__name__ = f"submit_{task.name}"
-    submit_task.__doc__ = f"Submit `{task.name}`: {task.summary}"
+    submit_task.__name__ = f"submit_{task.name}" + ("_from_query" if from_query else "")
+    where = " with its input in the query string" if from_query else ""
+    submit_task.__doc__ = f"Submit `{task.name}`{where}: {task.summary}"
     return submit_task
 
 
-def longtask_get() -> Response:
-    """Submit `long_task` with its input in the query string (defaults: 10 steps × 1 s)."""
-    return submitted("long_task", request.args.to_dict(), from_query=True)
-
-
 def submit_by_name(name: str) -> Response:
-    # Registered names match their own documented route first; this answers the rest (404).
     return submitted(name, json_body())
 
 
@@ -149,31 +146,37 @@ class Route:
     documented: bool = True
 
 
+def submit_route(rule: str, endpoint: str, task: PublicTask, tags: tuple[str, ...], method: str = "POST") -> Route:
+    """A documented, rate-limited route that submits jobs of `task`: its input is the JSON
+    body of a POST, or the query string of a GET (the seed's GET /longtask)."""
+    view = submit_view(task, from_query=method == "GET")
+    model = task.input_model
+    return Route(rule, endpoint, view, method, tags, SUBMIT_RESPONSES, submits=True,
+                 json=model if method == "POST" else None, query=model if method == "GET" else None)
+
+
 def routes() -> list[Route]:
     """Every route of the API, the submit routes of the registered tasks first."""
     registry = public_tasks()
-    submit_routes = [
-        Route(f"/tasks/{name}", f"submit_{name}", submit_view(task), "POST", ("tasks",), SUBMIT_RESPONSES,
-              json=task.input_model, submits=True)
-        for name, task in registry.items()
-    ]
+    long_task, add = registry["long_task"], registry["add"]
     return [
-        *submit_routes,
+        *(submit_route(f"/tasks/{name}", f"submit_{name}", task, ("tasks",)) for name, task in registry.items()),
         # The seed's routes: thin aliases over the same submit path.
-        Route("/longtask", "longtask_post", submit_view(registry["long_task"]), "POST", ("aliases",),
-              SUBMIT_RESPONSES, json=registry["long_task"].input_model, submits=True),
-        Route("/add", "add_post", submit_view(registry["add"]), "POST", ("aliases",), SUBMIT_RESPONSES,
-              json=registry["add"].input_model, submits=True),
-        Route("/longtask", "longtask_get", longtask_get, "GET", ("aliases",), SUBMIT_RESPONSES,
-              query=registry["long_task"].input_model, submits=True),
+        submit_route("/longtask", "longtask_post", long_task, ("aliases",)),
+        submit_route("/add", "add_post", add, ("aliases",)),
+        submit_route("/longtask", "longtask_get", long_task, ("aliases",), method="GET"),
+        # Registered names match their own route first; this one answers the rest with a 404.
         Route("/tasks/<name>", "submit_by_name", submit_by_name, "POST", submits=True, documented=False),
-        Route("/tasks", "list_tasks", list_tasks, "GET", ("tasks",), {"HTTP_200": TaskList, "HTTP_401": ErrorBody}),
-        Route("/status/<task_id>", "job_status", job_status, "GET", ("status",), STATUS_RESPONSES, query=StatusQuery),
-        Route("/status/<task_id>/cancel", "cancel_job", cancel_job, "POST", ("status",), CANCEL_RESPONSES),
-        Route("/status/<task_id>/events", "job_events", job_events, "GET", documented=False),
-        Route("/healthz", "healthz", healthz, "GET", ("health",), {"HTTP_200": Health}, open=True),
-        Route("/readyz", "readyz", readyz, "GET", ("health",), {"HTTP_200": Readiness, "HTTP_503": Readiness},
-              open=True),
+        Route("/tasks", "list_tasks", list_tasks, tags=("tasks",),
+              responses={"HTTP_200": TaskList, "HTTP_401": ErrorBody}),
+        Route("/status/<task_id>", "job_status", job_status, tags=("status",), responses=STATUS_RESPONSES,
+              query=StatusQuery),
+        Route("/status/<task_id>/cancel", "cancel_job", cancel_job, "POST", tags=("status",),
+              responses=CANCEL_RESPONSES),
+        Route("/status/<task_id>/events", "job_events", job_events, documented=False),
+        Route("/healthz", "healthz", healthz, tags=("health",), responses={"HTTP_200": Health}, open=True),
+        Route("/readyz", "readyz", readyz, tags=("health",),
+              responses={"HTTP_200": Readiness, "HTTP_503": Readiness}, open=True),
     ]
 
 
