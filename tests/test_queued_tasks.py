@@ -3,8 +3,11 @@
 These tests use the database no worker consumes.
 """
 
+import json
+
 import redis
 
+from backend.taskqueue.task import RECORDED_HEADER
 from tests.helpers import QUEUE, wait_for_state, wait_until
 
 STATUS_FIELDS = {
@@ -103,3 +106,11 @@ def test_a_submit_does_not_subscribe_to_its_result(idle_client, idle_redis_url):
         assert idle_client.post("/add", json={"x": 1, "y": 2}).status_code == 202
     stats = redis.Redis.from_url(idle_redis_url).info("commandstats")
     assert stats.get("cmdstat_subscribe", {}).get("calls", 0) == subscribes_before
+
+
+def test_a_submitted_message_says_its_job_is_recorded(idle_client, idle_redis_url):
+    """The worker that receives it then asks Redis nothing (backend/taskqueue/consumer.py)."""
+    job_id = idle_client.post("/add", json={"x": 1, "y": 2}).get_json()["task_id"]
+    messages = [json.loads(raw) for raw in redis.Redis.from_url(idle_redis_url).lrange(QUEUE, 0, -1)]
+    headers = next(message["headers"] for message in messages if message["headers"]["id"] == job_id)
+    assert headers[RECORDED_HEADER] is True

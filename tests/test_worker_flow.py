@@ -69,6 +69,21 @@ def test_a_task_sent_with_delay_from_python_code_has_a_status_too(client, worker
     assert wait_for_state(client, task_id, {"SUCCESS"})["name"] == "long_task"
 
 
+def test_a_job_sent_by_other_code_with_a_countdown_is_queued_while_a_worker_holds_it(app, client, worker):
+    """send_task, as `celery call` does, bypasses our task class: no record is written
+    before publishing. The worker that receives the message writes it, so the job is
+    never a 404 while the worker holds it for its countdown."""
+    job_id = extensions.celery_app(app).send_task("add", kwargs={"x": 2, "y": 3}, countdown=4).id
+    queued = wait_until(
+        lambda: (answer := client.get(f"/status/{job_id}")).status_code == 200 and answer.get_json(),
+        timeout=3,
+        what="the worker to receive the job",
+    )
+    assert queued["state"] == "QUEUED"
+    assert queued["name"] == "add"
+    assert wait_for_state(client, job_id, FINAL_STATES)["result"] == 5
+
+
 def test_cancelling_a_running_long_task_stops_it_at_its_next_step(client, worker):
     task_id = submit_long_task(client, steps=50, step_seconds=0.2)
     wait_for_state(client, task_id, {"PROGRESS"})

@@ -56,6 +56,17 @@ if redis.call('HGET', KEYS[1], 'attempt') == ARGV[1]
 end
 """
 
+# A job whose message a worker received without a record (sent by code that does not
+# use our task class: `celery call`, send_task): its record from now on, unless one exists.
+_CREATE_IF_MISSING = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
 # Returns 1 when the job had not started yet (so it never will), 0 otherwise.
 _REQUEST_CANCEL = """
 redis.call('HSETNX', KEYS[1], 'cancel_requested_at', ARGV[1])
@@ -75,6 +86,7 @@ class JobRecords:
         self._start = client.register_script(_START_UNLESS_CANCELLED)
         self._cancel = client.register_script(_REQUEST_CANCEL)
         self._uncount = client.register_script(_UNCOUNT_DELIVERY)
+        self._create_if_missing = client.register_script(_CREATE_IF_MISSING)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -90,6 +102,11 @@ class JobRecords:
         pipe.hset(self.key(job_id), mapping=self.new_record(task_name))  # type: ignore[arg-type]  # dict is invariant
         pipe.expire(self.key(job_id), self.ttl)
         pipe.execute()
+
+    def create_if_missing(self, job_id: str, task_name: str) -> bool:
+        """Write the job's record unless it has one; True if it was written."""
+        fields = [part for field in self.new_record(task_name).items() for part in field]
+        return bool(self._create_if_missing(keys=[self.key(job_id)], args=[self.ttl, *fields]))
 
     def delete(self, job_id: str) -> None:
         self.client.delete(self.key(job_id))

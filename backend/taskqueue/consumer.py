@@ -1,5 +1,10 @@
-"""The worker's consumer: Celery's, with two changes (config: worker_consumer).
+"""The worker's consumer: Celery's, with three changes (config: worker_consumer).
 
+- A job whose message arrives without a record (sent by code that does not use our
+  task class: `celery call`, `send_task`) gets one when the worker receives it, so
+  GET /status knows it as QUEUED while the worker holds it (a countdown, or behind a
+  busy pool) instead of answering 404 until it starts. Messages RecordedTask
+  published say in a header that their record exists: they cost no Redis call here.
 - It reconnects to Redis within a second of its return. kombu retries a lost
   broker connection after 2, 4, 6 ... up to 30 seconds, so a worker could stay
   idle for half a minute after Redis is back, and Celery has no setting for it.
@@ -15,8 +20,12 @@ import logging
 from functools import partial
 from typing import Any
 
+from celery.signals import task_received
 from celery.worker.consumer import Consumer
 from celery.worker.state import active_requests
+
+from backend.jobs.errors import REDIS_UNAVAILABLE
+from backend.taskqueue.task import RECORDED_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +34,11 @@ RECONNECT_INTERVALS = {"interval_start": 0.5, "interval_step": 0.5, "interval_ma
 
 
 class JobsConsumer(Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Worker-only: connected by the worker's own consumer, never in an API process.
+        task_received.connect(record_received_job, weak=False, dispatch_uid=f"{__name__}.record_received_job")
+
     def ensure_connected(self, conn: Any) -> Any:
         conn.ensure_connection = partial(conn.ensure_connection, **RECONNECT_INTERVALS)
         return super().ensure_connected(conn)
@@ -38,3 +52,17 @@ class JobsConsumer(Consumer):
             except Exception as exc:  # Redis may be gone too: the shutdown must go on
                 logger.warning("could not uncount the delivery of %s: %r", request.id, exc)
         return super().cancel_active_requests()
+
+
+def record_received_job(sender: Any, request: Any, **_: Any) -> None:
+    """task_received, in the worker's main process: the record of a job sent by other code."""
+    if request.request_dict.get(RECORDED_HEADER):
+        return
+    task = sender.app.tasks.get(request.name)
+    if task is None or not getattr(task, "job_record", False):
+        return  # unknown to this worker (Celery rejects it), or internal (no records)
+    try:
+        task.records.create_if_missing(request.id, request.name)
+    except REDIS_UNAVAILABLE as exc:
+        # The start script writes the record when the job starts; until then it is a 404.
+        logger.warning("could not record received job %s: %r", request.id, exc)

@@ -21,6 +21,10 @@ from celery.utils import uuid
 from backend.jobs import states
 from backend.jobs.records import JobRecords
 
+# In the headers of every message RecordedTask publishes: its job's record exists already,
+# so the worker that receives it need not ask Redis (backend/taskqueue/consumer.py).
+RECORDED_HEADER = "job_recorded"
+
 
 class DeliveryLimitExceeded(Exception):
     """The job's earlier runs all died with their worker; it is not run again."""
@@ -60,6 +64,7 @@ class RecordedTask(Task):
         job_id = task_id or uuid()
         if not record_written:
             self.records.create(job_id, self.name)
+        options["headers"] = {**(options.get("headers") or {}), RECORDED_HEADER: True}
         try:
             return super().apply_async(args, kwargs, task_id=job_id, **options)
         except BaseException:
