@@ -6,5 +6,6 @@ dashboard page.
 Routes stay thin: they parse, call the job service (backend.jobs.service), and
 shape the response.
 
-Imported by: the API process (gunicorn, run.py, the Flask CLI). Never by a worker's tasks.
+Imported by: the API process (gunicorn, run.py, the Flask CLI). A worker imports it too,
+since create_app builds the whole app there, but serves no request and runs none of it.
 """

@@ -4,6 +4,7 @@ Request ids carried from the API into the worker, the log format, Prometheus
 metrics, liveness and readiness checks, and the operator CLI (`flask jobs`,
 `flask workers`).
 
-Imported by: both processes (tracing and logs), the API process (metrics, health),
-and the Flask CLI (cli). gunicorn.conf.py imports prometheus_dir and logs.
+Imported by: both processes. Tracing and logs run in both; metrics and health serve the
+API's requests, cli the Flask CLI (the worker imports them with create_app, unused).
+gunicorn.conf.py imports prometheus_dir and logs into gunicorn's master.
 """
