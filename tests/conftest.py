@@ -89,20 +89,26 @@ def worker(worker_redis_url, tmp_path_factory):
 
 
 @pytest.fixture
-def start_worker(tmp_path):
-    """Start real workers: start_worker(redis_url, name=None, concurrency=2, **env) ->
-    (process, hostname), once it answers a ping. Each is stopped at the end of the test
-    (stopping it earlier, or killing it, is fine)."""
+def started_processes():
+    """Processes a test started through the fixtures below; each is stopped at its end
+    (stopping one earlier, or killing it, is fine)."""
     started: list[Process] = []
+    yield started
+    for process in reversed(started):
+        process.stop()
+
+
+@pytest.fixture
+def start_worker(tmp_path, started_processes):
+    """Start real workers: start_worker(redis_url, name=None, concurrency=2, **env) ->
+    (process, hostname), once it answers a ping; stopped at the end of the test."""
 
     def start(redis_url: str, name: str | None = None, concurrency: int = 2, **env: str) -> tuple[Process, str]:
         process, hostname = launch_worker(redis_url, tmp_path, name, concurrency, **env)
-        started.append(process)
+        started_processes.append(process)
         return process, hostname
 
-    yield start
-    for process in reversed(started):
-        process.stop()
+    return start
 
 
 @pytest.fixture(scope="session")
@@ -114,20 +120,17 @@ def gunicorn_url(worker_redis_url, tmp_path_factory):
 
 
 @pytest.fixture
-def start_gunicorn(tmp_path):
+def start_gunicorn(tmp_path, started_processes):
     """Start the API under a real gunicorn: start_gunicorn(redis_url, name="gunicorn",
-    project=PROJECT_ROOT, **env) -> (process, url), once it answers /healthz. Each is
-    stopped at the end of the test."""
-    started: list[Process] = []
+    project=PROJECT_ROOT, **env) -> (process, url), once it answers /healthz; stopped at
+    the end of the test."""
 
     def start(redis_url: str, name: str = "gunicorn", project=PROJECT_ROOT, **env: str) -> tuple[Process, str]:
         process, url = launch_gunicorn(redis_url, tmp_path, name, project, **env)
-        started.append(process)
+        started_processes.append(process)
         return process, url
 
-    yield start
-    for process in reversed(started):
-        process.stop()
+    return start
 
 
 @pytest.fixture(scope="session")
