@@ -28,11 +28,11 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     from flask import Flask
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from backend import extensions
     from backend.api import errors, openapi, routes
     from backend.api.auth import NoSessions, authenticate
     from backend.api.dashboard import bp as dashboard
     from backend.api.rate_limits import submit_limit
+    from backend.jobs import extensions
     from backend.jobs.idempotency import IdempotencyKeys
     from backend.jobs.records import JobRecords
     from backend.jobs.waiting import WaitingSlots

@@ -4,7 +4,8 @@ Importing this module builds the app (that is its one job), so the worker runs
 tasks with exactly the API's configuration, and logs in its LOG_FORMAT.
 """
 
-from backend import create_app, extensions
+from backend import create_app
+from backend.jobs import extensions
 from backend.ops.logs import configure_worker_logging
 
 flask_app = create_app()

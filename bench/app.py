@@ -36,7 +36,7 @@ def create_app() -> Flask:
     # Registered before the factory builds the routes, so POST /tasks/noop exists.
     import bench.tasks  # noqa: F401
     from backend import create_app as create_api
-    from backend import extensions
+    from backend.jobs import extensions
 
     app = create_api()
     apply_candidate_settings(extensions.celery_app(app))

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 def create_app() -> Callable[[dict, Callable], Iterable[bytes]]:
     import bench.tasks  # noqa: F401  (registers noop)
     from backend import create_app as create_api
-    from backend import extensions
+    from backend.jobs import extensions
     from bench.app import apply_candidate_settings
 
     celery = extensions.celery_app(create_api())

@@ -23,7 +23,8 @@ def load_noop(kind: str, target: Mapping[str, str] | str):
     """The `noop` task of one side: `target` is the environment (ours) or the Redis URL (defaults)."""
     if kind == "ours":
         import bench.tasks  # noqa: F401  (registers noop)
-        from backend import create_app, extensions
+        from backend import create_app
+        from backend.jobs import extensions
         from bench.app import apply_candidate_settings
         from config import load_config
 

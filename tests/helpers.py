@@ -24,7 +24,8 @@ from pathlib import Path
 import redis
 import requests
 
-from backend import create_app, extensions
+from backend import create_app
+from backend.jobs import extensions
 from config import DEFAULT_QUEUE, TestingConfig
 from devtools.processes import PROJECT_ROOT, Process, wait_until
 from devtools.redis_server import RedisServer, free_port

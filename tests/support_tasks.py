@@ -14,7 +14,7 @@ import time
 from celery import shared_task
 from celery.signals import task_prerun
 
-from backend import extensions
+from backend.jobs import extensions
 
 EXECUTIONS = "test:executions"
 

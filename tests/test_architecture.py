@@ -11,18 +11,17 @@ from typing import get_args
 
 import pytest
 
-from backend import extensions
-from backend.jobs import states
+from backend.jobs import extensions, states
 from devtools.processes import PROJECT_ROOT
 
 BACKEND = PROJECT_ROOT / "backend"
 # What each layer may import at module level (type-only imports and imports inside
 # functions, such as the factory's, are not edges: they run after every module loaded).
 ALLOWED = {
-    "backend.jobs": {"backend.jobs", "backend.extensions"},
-    "backend.taskqueue": {"backend.taskqueue", "backend.jobs", "backend.extensions"},
-    "backend.ops": {"backend.ops", "backend.jobs", "backend.taskqueue", "backend.extensions"},
-    "backend.api": {"backend.api", "backend.jobs", "backend.ops", "backend.extensions", "backend.tasks"},
+    "backend.jobs": {"backend.jobs"},
+    "backend.taskqueue": {"backend.taskqueue", "backend.jobs"},
+    "backend.ops": {"backend.ops", "backend.jobs", "backend.taskqueue"},
+    "backend.api": {"backend.api", "backend.jobs", "backend.ops", "backend.tasks"},
 }
 SUBPACKAGES = sorted(ALLOWED)
 

@@ -3,7 +3,7 @@
 
 import pytest
 
-from backend import extensions
+from backend.jobs import extensions
 from backend.taskqueue.transport import Transport
 from config import DEFAULT_REDIS_URL, ConfigError, DevelopmentConfig, ProductionConfig, load_config
 from tests.helpers import run_command

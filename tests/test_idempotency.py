@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from backend import extensions
+from backend.jobs import extensions
 from devtools.redis_server import free_port
 
 ADD = {"x": 1, "y": 2}

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from backend import extensions
+from backend.jobs import extensions
 from backend.jobs.states import FINAL_STATES
 from tests.helpers import cancel_during_long_poll, wait_for_state, wait_until
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from backend import extensions
+from backend.jobs import extensions
 from backend.jobs.records import KEY_PREFIX
 from backend.jobs.registry import public_tasks
 from backend.ops.health import BEAT_NODE_PREFIX

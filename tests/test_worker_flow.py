@@ -5,7 +5,7 @@ import uuid
 
 import redis
 
-from backend import extensions
+from backend.jobs import extensions
 from backend.jobs.states import FINAL_STATES
 from backend.tasks import long_task
 from tests.helpers import wait_for_state, wait_until

@@ -23,8 +23,7 @@ from typing import Any
 
 from flask import Response, current_app, request, stream_with_context
 
-from backend import extensions
-from backend.jobs import service
+from backend.jobs import extensions, service
 from backend.jobs.errors import REDIS_UNAVAILABLE, ServiceError
 from backend.jobs.states import FINAL_STATES
 from backend.jobs.status import JobStatus

@@ -10,8 +10,7 @@ from typing import Any
 from celery.utils import uuid
 from flask import current_app
 
-from backend import extensions
-from backend.jobs import states
+from backend.jobs import extensions, states
 from backend.jobs.errors import ServiceError
 from backend.jobs.idempotency import fingerprint, validate_key
 from backend.jobs.inputs import JOB_ID, validate_input

@@ -20,8 +20,7 @@ import click
 from flask import Flask, current_app, g
 from flask.cli import AppGroup, with_appcontext
 
-from backend import extensions
-from backend.jobs import service
+from backend.jobs import extensions, service
 from backend.jobs.errors import REDIS_UNAVAILABLE, ServiceError
 from backend.jobs.inputs import parse_json
 from backend.jobs.status import JobStatus

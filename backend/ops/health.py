@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from flask import Flask, current_app
 
-from backend import extensions
+from backend.jobs import extensions
 from backend.jobs.timestamps import epoch_iso
 from backend.taskqueue.periodic import last_heartbeat
 from config import BEAT_NODE_PREFIX

@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery
 from flask import Flask
 
-from backend import extensions
+from backend.jobs import extensions
 from backend.jobs.records import JobRecords
 
 # Celery imports the result backend and consumer classes by name (config.py) on first
@@ -23,7 +23,7 @@ from backend.taskqueue.transport import use_for_redis_urls
 def make_celery(app: Flask, records: JobRecords) -> Celery:
     """Create the Celery app for a Flask app: config from app.config["CELERY"], every
     task run inside app.app_context() with its job's record, stored as the app's
-    `celery` extension (backend.extensions.celery_app())."""
+    `celery` extension (backend.jobs.extensions.celery_app())."""
 
     class FlaskTask(RecordedTask):
         max_deliveries = app.config["TASK_MAX_DELIVERIES"]

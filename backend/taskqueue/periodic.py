@@ -15,7 +15,7 @@ import redis
 from celery import Task, shared_task
 from flask import current_app
 
-from backend import extensions
+from backend.jobs import extensions
 
 HEARTBEAT_TASK = "periodic.heartbeat"
 HEARTBEAT_KEY = "periodic:heartbeat"

@@ -10,7 +10,7 @@ import time
 import redis
 
 import tests.support_tasks  # noqa: F401  (registers the tests.* tasks)
-from backend import extensions
+from backend.jobs import extensions
 from tests.helpers import QUEUE, Process, make_app, wait_for_state, wait_until
 from tests.support_tasks import EXECUTIONS
 
