@@ -164,7 +164,16 @@ class BaseConfig:
         self.BROKER_URL = env.text("BROKER_URL", redis_url)
         self.RESULT_BACKEND = env.text("RESULT_BACKEND", redis_url)
         # How long results, progress and task records are kept (seconds).
-        self.RESULT_EXPIRES = env.integer("RESULT_EXPIRES", 86400)
+        self.RESULT_EXPIRES = env.integer("RESULT_EXPIRES", 86400, minimum=1)
+        # A job's input is kept with its record for a retry, up to this many bytes of JSON;
+        # a larger one is listed but cannot be retried (its status says so).
+        self.JOB_INPUT_MAX_BYTES = env.integer("JOB_INPUT_MAX_BYTES", 16 * 1024, minimum=0)
+        # Seconds between two trims of the job index by each worker (expired jobs' entries).
+        self.JOB_INDEX_TRIM_SECONDS = env.number("JOB_INDEX_TRIM_SECONDS", 30.0)
+        if not 0 < self.JOB_INDEX_TRIM_SECONDS < math.inf:
+            raise ConfigError("JOB_INDEX_TRIM_SECONDS must be a positive number of seconds")
+        # Most jobs one bulk retry or cancel (POST /jobs/retry, /jobs/cancel) acts on.
+        self.BULK_ACTION_MAX_JOBS = env.integer("BULK_ACTION_MAX_JOBS", 1000, minimum=1)
         # Seconds before a Redis call gives up: a Redis outage is a fast 503, not a hang.
         self.REDIS_SOCKET_TIMEOUT = env.number("REDIS_SOCKET_TIMEOUT", 2.0)
         self.REDIS_CONNECT_TIMEOUT = env.number("REDIS_CONNECT_TIMEOUT", 1.0)

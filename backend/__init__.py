@@ -33,7 +33,7 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     from backend.api.dashboard import bp as dashboard
     from backend.api.rate_limits import submit_limit
     from backend.jobs import extensions
-    from backend.jobs.idempotency import IdempotencyKeys
+    from backend.jobs.index import JobIndex
     from backend.jobs.records import JobRecords
     from backend.jobs.waiting import WaitingSlots
     from backend.jobs.watch import Subscriptions
@@ -64,14 +64,13 @@ def create_app(config: BaseConfig | None = None) -> Flask:
         socket_timeout=config.REDIS_SOCKET_TIMEOUT,
         socket_connect_timeout=config.REDIS_CONNECT_TIMEOUT,
     )
-    records = JobRecords(redis_client, config.RESULT_EXPIRES)
+    records = JobRecords(redis_client, config.RESULT_EXPIRES, config.JOB_INPUT_MAX_BYTES)
     extensions.init_app(
         app,
         extensions.Services(
             records=records,
+            index=JobIndex(redis_client, config.RESULT_EXPIRES),
             subscriptions=Subscriptions(redis_client),
-            # Idempotency keys live and expire with the job records they point to.
-            idempotency_keys=IdempotencyKeys(records),
             waiting_slots=WaitingSlots(config.MAX_WAITING_REQUESTS),
         ),
     )

@@ -28,6 +28,9 @@ class LongTaskInput(BaseModel):
     step_seconds: float = Field(
         1.0, ge=0, le=60, allow_inf_nan=False, description="Seconds each step takes."
     )
+    fail_at_step: int | None = Field(
+        None, ge=1, description="Fail with StepFailed at this step: to try the job history's retry."
+    )
 
     @model_validator(mode="after")
     def fits_in_time_limit(self) -> LongTaskInput:
@@ -37,6 +40,10 @@ class LongTaskInput(BaseModel):
                 "(the task's time limit)"
             )
         return self
+
+
+class StepFailed(Exception):
+    """The failure long_task was asked for (`fail_at_step`)."""
 
 
 class AddInput(BaseModel):
@@ -49,11 +56,15 @@ class AddInput(BaseModel):
 
 
 @public_task(LongTaskInput, bind=True)
-def long_task(self: RecordedTask, steps: int = 10, step_seconds: float = 1.0) -> dict[str, Any]:
+def long_task(
+    self: RecordedTask, steps: int = 10, step_seconds: float = 1.0, fail_at_step: int | None = None
+) -> dict[str, Any]:
     """Run `steps` steps, reporting PROGRESS after each; stops at the next step when cancelled."""
     for step in range(1, steps + 1):
         self.raise_if_cancelled()
         time.sleep(step_seconds)
+        if step == fail_at_step:
+            raise StepFailed(f"failed at step {step} of {steps}, as asked (fail_at_step={fail_at_step})")
         self.report_progress(step, steps, f"step {step} of {steps}")
     return {"steps": steps, "message": f"completed {steps} steps"}
 

@@ -15,7 +15,10 @@ from devtools.redis_server import RedisServer, free_port
 from tests.helpers import wait_for_state, wait_until
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
-STATUS_KEYS = ["task_id", "name", "state", "progress", "result", "error", "submitted_at", "started_at", "finished_at"]
+STATUS_KEYS = [
+    "task_id", "name", "state", "progress", "result", "error", "submitted_at", "started_at", "finished_at",
+    "owner", "input", "input_note", "retry_of", "retried_by",
+]
 
 
 @dataclass

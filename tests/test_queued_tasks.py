@@ -12,6 +12,7 @@ from tests.helpers import QUEUE, wait_for_state, wait_until
 
 STATUS_FIELDS = {
     "task_id", "name", "state", "progress", "result", "error", "submitted_at", "started_at", "finished_at",
+    "owner", "input", "input_note", "retry_of", "retried_by",
 }
 
 

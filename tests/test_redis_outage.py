@@ -18,6 +18,11 @@ def client_without_redis(make_app):
         ("get", "/longtask", None),
         ("get", "/status/00000000-0000-4000-8000-000000000000", None),
         ("post", "/status/00000000-0000-4000-8000-000000000000/cancel", None),
+        ("post", "/status/00000000-0000-4000-8000-000000000000/retry", None),
+        ("get", "/jobs?state=FAILURE", None),
+        ("get", "/jobs/stats", None),
+        ("post", "/jobs/retry", {"name": "add"}),
+        ("post", "/jobs/cancel", {}),
     ],
 )
 def test_requests_needing_redis_are_503_with_retry_after(client_without_redis, method, path, body):

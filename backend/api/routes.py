@@ -19,8 +19,9 @@ from spectree import SpecTree
 from backend.api import events
 from backend.api.auth import authenticate, current_client, may_see_details
 from backend.api.requests import json_body
-from backend.api.schemas import ErrorBody, Health, Readiness, StatusQuery, Submitted, TaskList
-from backend.jobs import service, states
+from backend.api.schemas import ErrorBody, Health, Readiness, Retried, StatusQuery, Submitted, TaskList
+from backend.jobs import history, service, states
+from backend.jobs.history import BulkOutcome, JobCounts, JobFilters, JobList, JobListQuery
 from backend.jobs.idempotency import HEADER as IDEMPOTENCY_HEADER
 from backend.jobs.inputs import validate_input
 from backend.jobs.registry import PublicTask, public_tasks
@@ -36,6 +37,10 @@ SUBMIT_RESPONSES = {
 } | {"HTTP_202": Submitted}
 STATUS_RESPONSES = {f"HTTP_{code}": ErrorBody for code in (401, 404, 422, 503)} | {"HTTP_200": JobStatus}
 CANCEL_RESPONSES = {f"HTTP_{code}": ErrorBody for code in (401, 404, 409, 503)} | {"HTTP_202": JobStatus}
+RETRY_RESPONSES = {f"HTTP_{code}": ErrorBody for code in (400, 401, 404, 409, 422, 429, 503)} | {"HTTP_202": Retried}
+LIST_RESPONSES = {f"HTTP_{code}": ErrorBody for code in (401, 422, 503)} | {"HTTP_200": JobList}
+STATS_RESPONSES = {f"HTTP_{code}": ErrorBody for code in (401, 422, 503)} | {"HTTP_200": JobCounts}
+BULK_RESPONSES = {f"HTTP_{code}": ErrorBody for code in (400, 401, 413, 415, 422, 429, 503)} | {"HTTP_200": BulkOutcome}
 
 
 # --- views --------------------------------------------------------------------------------
@@ -106,6 +111,60 @@ def cancel_job(task_id: str) -> tuple[Response, int]:
     return jsonify(service.cancel(task_id).model_dump(mode="json")), 202
 
 
+def retry_job(task_id: str) -> tuple[Response, int]:
+    """Retry a FAILURE or REVOKED job: its task again, with its input, as a new job linked to it
+    both ways (`retried_by`, `retry_of`). 409 if it has not failed or was retried already."""
+    submission = history.retry(
+        task_id, client_id=current_client(), idempotency_key=request.headers.get(IDEMPOTENCY_HEADER)
+    )
+    status_url = url_for("api.job_status", task_id=submission.job_id)
+    response = jsonify(task_id=submission.job_id, state=states.QUEUED, status_url=status_url, retry_of=task_id)
+    response.headers["Location"] = status_url
+    if submission.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        metrics.count_submit(submission.task_name)
+    return response, 202
+
+
+def list_jobs() -> Response:
+    """Every job the service knows, newest first, filtered, a page at a time, with counts per state.
+
+    Jobs submitted over the API, from code (.delay(), apply_async), with celery call or by
+    beat all appear. Follow `next_cursor` for the next page: no job appears twice or is skipped."""
+    query = validate_input(JobListQuery, _filter_arguments(), from_query=True)
+    return jsonify(history.list_jobs(query).model_dump(mode="json"))
+
+
+def job_stats() -> Response:
+    """Jobs per state for the filters (the same as GET /jobs takes, without paging)."""
+    filters = validate_input(JobFilters, _filter_arguments(), from_query=True)
+    return jsonify(history.count_jobs(filters).model_dump(mode="json"))
+
+
+def retry_jobs() -> Response:
+    """Retry the FAILURE and REVOKED jobs matching the filters in the JSON body (none: all),
+    not retried yet, newest first: at most BULK_ACTION_MAX_JOBS (1,000) per call."""
+    outcome = history.retry_matching(validate_input(JobFilters, json_body()), client_id=current_client())
+    for job in outcome.jobs:
+        metrics.count_submit(job["name"])
+    return jsonify(outcome.model_dump(mode="json"))
+
+
+def cancel_jobs() -> Response:
+    """Cancel the jobs matching the filters in the JSON body (none: every job not ended),
+    newest first: at most BULK_ACTION_MAX_JOBS (1,000) per call."""
+    return jsonify(history.cancel_matching(validate_input(JobFilters, json_body())).model_dump(mode="json"))
+
+
+def _filter_arguments() -> dict[str, Any]:
+    """The query string, a repeated `state` joined as one comma-separated value."""
+    arguments: dict[str, Any] = request.args.to_dict()
+    if len(request.args.getlist("state")) > 1:
+        arguments["state"] = ",".join(request.args.getlist("state"))
+    return arguments
+
+
 def job_events(task_id: str) -> Response:
     """Live status over Server-Sent Events until the job ends (backend/api/events.py)."""
     return events.stream_response(task_id)
@@ -173,7 +232,15 @@ def routes() -> list[Route]:
               query=StatusQuery),
         Route("/status/<task_id>/cancel", "cancel_job", cancel_job, "POST", tags=("status",),
               responses=CANCEL_RESPONSES),
+        Route("/status/<task_id>/retry", "retry_job", retry_job, "POST", tags=("history",),
+              responses=RETRY_RESPONSES, submits=True),
         Route("/status/<task_id>/events", "job_events", job_events, documented=False),
+        Route("/jobs", "list_jobs", list_jobs, tags=("history",), responses=LIST_RESPONSES, query=JobListQuery),
+        Route("/jobs/stats", "job_stats", job_stats, tags=("history",), responses=STATS_RESPONSES, query=JobFilters),
+        Route("/jobs/retry", "retry_jobs", retry_jobs, "POST", tags=("history",), responses=BULK_RESPONSES,
+              json=JobFilters, submits=True),
+        Route("/jobs/cancel", "cancel_jobs", cancel_jobs, "POST", tags=("history",), responses=BULK_RESPONSES,
+              json=JobFilters),
         Route("/healthz", "healthz", healthz, tags=("health",), responses={"HTTP_200": Health}, open=True),
         Route("/readyz", "readyz", readyz, tags=("health",),
               responses={"HTTP_200": Readiness, "HTTP_503": Readiness}, open=True),

@@ -25,6 +25,10 @@ class Submitted(BaseModel):
     status_url: str
 
 
+class Retried(Submitted):
+    retry_of: str = Field(description="The job retried; its `retried_by` is now this job.")
+
+
 class ErrorDetail(BaseModel):
     field: str | None = None
     message: str

@@ -17,7 +17,7 @@ from flask import Flask, current_app
 if TYPE_CHECKING:
     from celery import Celery
 
-    from backend.jobs.idempotency import IdempotencyKeys
+    from backend.jobs.index import JobIndex
     from backend.jobs.records import JobRecords
     from backend.jobs.waiting import WaitingSlots
     from backend.jobs.watch import Subscriptions
@@ -30,10 +30,9 @@ JOBS = "jobs"
 class Services:
     """What create_app builds once per app for the job service."""
 
-
     records: JobRecords
+    index: JobIndex
     subscriptions: Subscriptions
-    idempotency_keys: IdempotencyKeys
     waiting_slots: WaitingSlots
 
 
@@ -57,8 +56,8 @@ def subscriptions() -> Subscriptions:
     return services().subscriptions
 
 
-def idempotency_keys() -> IdempotencyKeys:
-    return services().idempotency_keys
+def job_index() -> JobIndex:
+    return services().index
 
 
 def waiting_slots() -> WaitingSlots:

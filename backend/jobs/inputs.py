@@ -40,11 +40,13 @@ def _json_number(text: str) -> int | float:
 
 
 def validate_input(model: type[Model], data: Any, *, from_query: bool = False) -> Model:
-    """`data` as an instance of `model`; a 422 naming each bad field otherwise."""
+    """`data` as an instance of `model`; a 422 naming each bad field otherwise.
+
+    A JSON body is validated strictly unless the model says `strict=False` in its config."""
     if not isinstance(data, Mapping):
         raise ServiceError(422, "validation_error", "the request body must be a JSON object")
     try:
-        return model.model_validate(dict(data), strict=not from_query)
+        return model.model_validate(dict(data), strict=not from_query and model.model_config.get("strict", True))
     except ValidationError as exc:
         details: list[dict[str, str | None]] = [
             {

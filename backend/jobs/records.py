@@ -2,35 +2,102 @@
 
 Celery reports PENDING both for a queued job and for an id nobody ever
 submitted. A small Redis hash per job (`job:<id>`), written before the
-message is published, tells them apart, and holds the timestamps and the
+message is published, tells them apart, and holds the timestamps, the owner,
+the input (kept for a retry), the links between a job and its retry, and the
 cancellation flag. It lives beside the results and expires with them.
+
+Every script that changes a record's state also moves the job in the index
+(index.py), in the same atomic step.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from backend.jobs.timestamps import now_iso
+from backend.jobs import states
+from backend.jobs.index import LUA_FUNCTIONS, RECORD_PREFIX, score_of
+from backend.jobs.timestamps import epoch_iso, now_iso
 
-KEY_PREFIX = "job:"
+KEY_PREFIX = RECORD_PREFIX
+# The owner of a job sent by code outside the API: .delay(), apply_async, celery call, beat.
+CODE_OWNER = "code"
+
+# A new job's record and index entry (ARGV[7:] are the record's fields), with two
+# checks first, both in this one atomic step:
+# - an idempotency key (ARGV[5], fingerprint ARGV[6]) bound to a job whose record
+#   exists answers that job. A key bound to a job without a record is free again:
+#   the submit that bound it failed to publish (its record was deleted).
+# - a retry (ARGV[4], the id of the job retried) happens once: the retried job must
+#   be FAILURE or REVOKED and not retried yet, and then links to the new job.
+_CREATE = LUA_FUNCTIONS + """
+local job_id, ttl, score, retry_of, idempotency_key, fingerprint = unpack(ARGV, 1, 6)
+if idempotency_key ~= '' then
+  local bound = redis.call('GET', idempotency_key)
+  if bound then
+    local sep = string.find(bound, ':', 1, true)
+    local bound_id = string.sub(bound, sep + 1)
+    if redis.call('EXISTS', RECORD_PREFIX .. bound_id) == 1 then
+      return {'replayed', bound_id, string.sub(bound, 1, sep - 1)}
+    end
+  end
+end
+if retry_of ~= '' then
+  local retried = RECORD_PREFIX .. retry_of
+  local f = redis.call('HMGET', retried, 'state', 'retried_by')
+  if not f[1] then
+    return {'gone'}
+  end
+  if f[2] then
+    return {'already_retried', f[2]}
+  end
+  if f[1] ~= 'FAILURE' and f[1] ~= 'REVOKED' then
+    return {'not_retryable', f[1]}
+  end
+  redis.call('HSET', retried, 'retried_by', job_id)
+end
+if idempotency_key ~= '' then
+  redis.call('SET', idempotency_key, fingerprint .. ':' .. job_id, 'EX', ttl)
+end
+create_record(job_id, ttl, score, {unpack(ARGV, 7)})
+return {'created'}
+"""
+
+# A job whose message a worker received without a record (sent by code that does not
+# use our task class: `celery call`, send_task): its record from now on, unless one exists.
+_CREATE_IF_MISSING = LUA_FUNCTIONS + """
+if redis.call('EXISTS', RECORD_PREFIX .. ARGV[1]) == 1 then
+  return 0
+end
+create_record(ARGV[1], ARGV[2], ARGV[3], {unpack(ARGV, 4)})
+return 1
+"""
+
+_DELETE = LUA_FUNCTIONS + """
+delete_record(ARGV[1])
+"""
 
 # Atomic with the API's cancel: a job either starts or is cancelled first,
-# never both. A record missing (a job sent by other code) is created so
-# its status can be looked up while it runs. With a result key (KEYS[2]), Celery's
-# STARTED state (ARGV[5]) is stored there and published, as task_track_started
-# would, in this same round trip; a retry or redelivery then no longer shows the
-# earlier attempt's RETRY or progress while it runs. Returns 0 if cancelled, else how
-# many times this attempt (ARGV[4], Celery's retry count) has been delivered:
-# above 1, earlier deliveries died with their worker before they could finish.
-_START_UNLESS_CANCELLED = """
+# never both. A record missing (a job sent by other code, its record not written
+# when received) is created so its status can be looked up while it runs. With a
+# result key (KEYS[2]), Celery's STARTED state (ARGV[5]) is stored there and
+# published, as task_track_started would, in this same round trip; a retry or
+# redelivery then no longer shows the earlier attempt's RETRY or progress while it
+# runs. Returns 0 if cancelled, else how many times this attempt (ARGV[4], Celery's
+# retry count) has been delivered: above 1, earlier deliveries died with their
+# worker before they could finish.
+_START_UNLESS_CANCELLED = LUA_FUNCTIONS + """
+local job_id = ARGV[6]
 if redis.call('HEXISTS', KEYS[1], 'cancel_requested_at') == 1 then
   return 0
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'name', ARGV[3])
+  create_record(job_id, ARGV[2], ARGV[7], {unpack(ARGV, 8)})
 end
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
 local deliveries = 1
@@ -40,6 +107,7 @@ else
   redis.call('HSET', KEYS[1], 'attempt', ARGV[4], 'deliveries', 1)
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+index_move(job_id, 'STARTED')
 if #KEYS > 1 then
   redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[2])
   redis.call('PUBLISH', KEYS[2], ARGV[5])
@@ -56,60 +124,131 @@ if redis.call('HGET', KEYS[1], 'attempt') == ARGV[1]
 end
 """
 
-# A job whose message a worker received without a record (sent by code that does not
-# use our task class: `celery call`, send_task): its record from now on, unless one exists.
-_CREATE_IF_MISSING = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return 1
-"""
-
-# Returns 1 when the job had not started yet (so it never will), 0 otherwise.
-_REQUEST_CANCEL = """
+# Returns 1 when the job had not started yet (so it never will: REVOKED now), 0 otherwise.
+_REQUEST_CANCEL = LUA_FUNCTIONS + """
 redis.call('HSETNX', KEYS[1], 'cancel_requested_at', ARGV[1])
 if redis.call('HEXISTS', KEYS[1], 'started_at') == 1 then
   return 0
 end
+index_move(ARGV[2], 'REVOKED')
 return 1
 """
+
+# The result backend's write of a state (KEYS[1] the result key, ARGV[1] Celery's
+# meta): stored and published as Celery does, the record's expiry renewed with it, and
+# the job moved in the index to ARGV[3] ('' for a state that moves nothing). Celery's own
+# guard is kept: a SUCCESS is never overwritten (a lost worker's late update). Celery
+# reads the stored state for it in a round trip of its own; here it costs none.
+_STORE_STATE = LUA_FUNCTIONS + """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
+    return 0
+  end
+end
+local expires = tonumber(ARGV[2])
+if expires > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', expires)
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+if expires > 0 then
+  redis.call('EXPIRE', RECORD_PREFIX .. ARGV[4], expires)
+end
+if ARGV[3] ~= '' then
+  index_move(ARGV[4], ARGV[3])
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Created:
+    """What create() did: `outcome` is `created`, or why not (see _CREATE): `replayed`
+    (then job_id and fingerprint are the bound job's), `gone`, `already_retried`
+    (job_id: the retry), `not_retryable` (state: the retried job's)."""
+
+    outcome: str
+    job_id: str | None = None
+    fingerprint: str | None = None
+    state: str | None = None
 
 
 class JobRecords:
     """Reads and writes `job:<id>` hashes with one Redis client."""
 
-    def __init__(self, client: redis.Redis, ttl_seconds: int) -> None:
+    def __init__(self, client: redis.Redis, ttl_seconds: int, input_max_bytes: int = 65536) -> None:
         self.client = client
         self.ttl = ttl_seconds
+        self.input_max_bytes = input_max_bytes
+        self._create = client.register_script(_CREATE)
+        self._create_if_missing = client.register_script(_CREATE_IF_MISSING)
+        self._delete = client.register_script(_DELETE)
         self._start = client.register_script(_START_UNLESS_CANCELLED)
         self._cancel = client.register_script(_REQUEST_CANCEL)
         self._uncount = client.register_script(_UNCOUNT_DELIVERY)
-        self._create_if_missing = client.register_script(_CREATE_IF_MISSING)
+        self._store_state = client.register_script(_STORE_STATE)
 
     @staticmethod
     def key(job_id: str) -> str:
         return KEY_PREFIX + job_id
 
-    @staticmethod
-    def new_record(task_name: str) -> dict[str, str]:
-        """The fields of a record when its job is submitted (the worker adds the rest)."""
-        return {"name": task_name, "submitted_at": now_iso()}
+    def new_record(
+        self, task_name: str, owner: str, job_input: Any, retry_of: str | None = None, *, now: float | None = None
+    ) -> tuple[int, list[str]]:
+        """The index score and the fields (flat) of a new job's record; the worker adds the rest.
 
-    def create(self, job_id: str, task_name: str) -> None:
-        pipe = self.client.pipeline()
-        pipe.hset(self.key(job_id), mapping=self.new_record(task_name))  # type: ignore[arg-type]  # dict is invariant
-        pipe.expire(self.key(job_id), self.ttl)
-        pipe.execute()
+        The input is kept for a retry, unless its JSON is over input_max_bytes: then only
+        its size is, and the job cannot be retried (its status says so).
+        """
+        now = time.time() if now is None else now
+        fields = {"name": task_name, "state": states.QUEUED, "owner": owner, "submitted_at": epoch_iso(now)}
+        encoded = json.dumps(job_input, separators=(",", ":"), default=str)
+        size = len(encoded.encode())
+        if size <= self.input_max_bytes:
+            fields["input"] = encoded
+        else:
+            fields["input_bytes"] = str(size)
+        if retry_of:
+            fields["retry_of"] = retry_of
+        return score_of(now), [part for field in fields.items() for part in field]
 
-    def create_if_missing(self, job_id: str, task_name: str) -> bool:
-        """Write the job's record unless it has one; True if it was written."""
-        fields = [part for field in self.new_record(task_name).items() for part in field]
-        return bool(self._create_if_missing(keys=[self.key(job_id)], args=[self.ttl, *fields]))
+    def create(
+        self,
+        job_id: str,
+        task_name: str,
+        *,
+        owner: str,
+        job_input: Any,
+        retry_of: str | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> Created:
+        """Write a new job's record and index entry (before its message is published).
+
+        `idempotency` is (Redis key, request fingerprint): see _CREATE.
+        """
+        score, fields = self.new_record(task_name, owner, job_input, retry_of)
+        idempotency_key, fingerprint = idempotency or ("", "")
+        reply = self._create(args=[job_id, self.ttl, score, retry_of or "", idempotency_key, fingerprint, *fields])
+        outcome, *rest = (part.decode() for part in reply)
+        if outcome == "replayed":
+            return Created(outcome, job_id=rest[0], fingerprint=rest[1])
+        if outcome == "already_retried":
+            return Created(outcome, job_id=rest[0])
+        if outcome == "not_retryable":
+            return Created(outcome, state=rest[0])
+        return Created(outcome, job_id=job_id if outcome == "created" else None)
+
+    def create_if_missing(self, job_id: str, task_name: str, job_input: Any) -> bool:
+        """Write the record of a job sent by other code unless it has one; True if written."""
+        score, fields = self.new_record(task_name, CODE_OWNER, job_input)
+        return bool(self._create_if_missing(args=[job_id, self.ttl, score, *fields]))
 
     def delete(self, job_id: str) -> None:
-        self.client.delete(self.key(job_id))
+        """Remove a job whose message could not be published: record, index entry, retry link."""
+        self._delete(args=[job_id])
 
     def get(self, job_id: str) -> dict[str, str] | None:
         return self._decode(self.client.hgetall(self.key(job_id)))
@@ -129,7 +268,12 @@ class JobRecords:
         return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
 
     def start_unless_cancelled(
-        self, job_id: str, task_name: str, attempt: int = 0, started: tuple[bytes | str, str] | None = None
+        self,
+        job_id: str,
+        task_name: str,
+        attempt: int = 0,
+        started: tuple[bytes | str, str] | None = None,
+        job_input: Any = None,
     ) -> int:
         """Mark the job started and store `started` (result key, STARTED meta as JSON):
         0 if it was cancelled before it started, else the number of times this attempt
@@ -139,7 +283,9 @@ class JobRecords:
         if started is not None:
             result_key, meta = started
             keys.append(result_key)
-        return int(self._start(keys=keys, args=[now_iso(), self.ttl, task_name, attempt, meta]))
+        # Fields for a record the job may not have (sent by other code, not recorded when received).
+        score, fields = self.new_record(task_name, CODE_OWNER, job_input)
+        return int(self._start(keys=keys, args=[now_iso(), self.ttl, task_name, attempt, meta, job_id, score, *fields]))
 
     def uncount_delivery(self, job_id: str, attempt: int = 0) -> None:
         """The worker handed this delivery back on purpose: do not count it as a death."""
@@ -147,7 +293,16 @@ class JobRecords:
 
     def request_cancel(self, job_id: str) -> bool:
         """Flag the job cancelled; True if it had not started (it never will)."""
-        return bool(self._cancel(keys=[self.key(job_id)], args=[now_iso()]))
+        return bool(self._cancel(keys=[self.key(job_id)], args=[now_iso(), job_id]))
 
     def is_cancel_requested(self, job_id: str) -> bool:
         return bool(self.client.hexists(self.key(job_id), "cancel_requested_at"))
+
+    def store_state(
+        self, job_id: str, result_key: bytes | str, meta: bytes | str, expires: int, index_state: str | None
+    ) -> bool:
+        """Store and publish Celery's meta, renew the record's expiry and move the job in
+        the index (see _STORE_STATE); False if a SUCCESS was there already."""
+        return bool(
+            self._store_state(keys=[result_key], args=[meta, expires, index_state or "", job_id])
+        )

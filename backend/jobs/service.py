@@ -12,8 +12,9 @@ from flask import current_app
 
 from backend.jobs import extensions, states
 from backend.jobs.errors import ServiceError
-from backend.jobs.idempotency import fingerprint, validate_key
+from backend.jobs.idempotency import fingerprint, redis_key, replayed_job, validate_key
 from backend.jobs.inputs import JOB_ID, validate_input
+from backend.jobs.records import Created
 from backend.jobs.registry import PublicTask, public_tasks
 from backend.jobs.status import JobStatus, build_status
 from backend.jobs.watch import Watch
@@ -52,36 +53,83 @@ def submit(
     task = find_task(task_name)
     # mode="json": URLs, dates, enums become plain JSON for the JSON-only serializer.
     params = validate_input(task.input_model, data, from_query=from_query).model_dump(mode="json")
-    # This Flask app's Celery, not the process-wide default app that @shared_task points to.
-    celery_task = extensions.celery_app().tasks[task.name]
-    if idempotency_key is None:
-        return Submission(celery_task.apply_async(kwargs=params).id, task.name)
+    return enqueue(task, params, owner=client_id, idempotency_key=idempotency_key)
 
-    claim = extensions.idempotency_keys().claim(
-        client_id, idempotency_key, fingerprint(task.name, params), task.name, uuid()
+
+def enqueue(
+    task: PublicTask,
+    params: dict[str, Any],
+    *,
+    owner: str,
+    idempotency_key: str | None = None,
+    retry_of: str | None = None,
+) -> Submission:
+    """Record, index and publish a job of `task` with validated `params`.
+
+    The record is written first, in one atomic step with the idempotency key's binding
+    and the retry's link (JobRecords.create); a failed publish removes it again.
+    """
+    job_id = uuid()
+    idempotency = None
+    if idempotency_key is not None:
+        request = fingerprint(task.name, params) if retry_of is None else fingerprint("retry", {"job": retry_of})
+        idempotency = (redis_key(owner, idempotency_key), request)
+    created = extensions.job_records().create(
+        job_id, task.name, owner=owner, job_input=params, retry_of=retry_of, idempotency=idempotency
     )
-    if claim.replayed:
-        return Submission(claim.job_id, task.name, replayed=True)
-    celery_task.apply_async(kwargs=params, task_id=claim.job_id, record_written=True)
-    return Submission(claim.job_id, task.name)
+    if idempotency is not None and (replayed := replayed_job(created, idempotency[1])):
+        return Submission(replayed, task.name, replayed=True)
+    if created.outcome != "created":
+        raise _not_retried(retry_of or "", created)
+    # This Flask app's Celery, not the process-wide default app that @shared_task points to.
+    extensions.celery_app().tasks[task.name].apply_async(kwargs=params, task_id=job_id, record_written=True)
+    return Submission(job_id, task.name)
+
+
+def _not_retried(job_id: str, created: Created) -> ServiceError:
+    """Why a retry lost its atomic check (another retry, or a state change, came first)."""
+    if created.outcome == "already_retried":
+        return already_retried(job_id, created.job_id or "")
+    if created.outcome == "not_retryable":
+        return not_retryable_state(job_id, created.state or "")
+    return not_found(job_id)
+
+
+def already_retried(job_id: str, retry_id: str) -> ServiceError:
+    return ServiceError(
+        409, "already_retried", f"task {job_id} was already retried by {retry_id}; retry that one if it failed",
+        details={"retried_by": retry_id},
+    )
+
+
+def not_retryable_state(job_id: str, state: str) -> ServiceError:
+    return ServiceError(
+        409, "not_retryable", f"task {job_id} is {state}: only a FAILURE or REVOKED task can be retried"
+    )
 
 
 def job_status(job_id: str) -> JobStatus:
     """The job's status; 404 for an id never submitted or expired."""
     # A malformed id was never submitted: answer 404 without asking Redis.
     if not JOB_ID.fullmatch(job_id):
-        raise _not_found(job_id)
+        raise not_found(job_id)
     backend = extensions.celery_app().backend
     # Record and result in one round trip (both live in the result backend's Redis),
     # decoded as backend.get_task_meta() would: 301 -> 164 µs CPU per read, measured in-process.
     record, raw_meta = extensions.job_records().get_with(job_id, backend.get_key_for_task(job_id))
     if record is None:
-        raise _not_found(job_id)
+        raise not_found(job_id)
+    return status_from(job_id, record, raw_meta)
+
+
+def status_from(job_id: str, record: dict[str, str], raw_meta: bytes | None) -> JobStatus:
+    """The status from a record and the raw result Celery stored (None: no worker has written one)."""
+    backend = extensions.celery_app().backend
     meta = backend.decode_result(raw_meta) if raw_meta else {"status": states.CELERY_PENDING, "result": None}
     return build_status(job_id, record, meta)
 
 
-def _not_found(job_id: str) -> ServiceError:
+def not_found(job_id: str) -> ServiceError:
     # "task" in the code and message: the HTTP API's wording, kept for its clients.
     return ServiceError(404, "task_not_found", f"no task with id {job_id!r} (never submitted, or expired)")
 

@@ -4,6 +4,7 @@ and the tests all see this one object."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +40,14 @@ class JobStatus(BaseModel):
     submitted_at: str | None = Field(description="ISO 8601, UTC.")
     started_at: str | None
     finished_at: str | None
+    owner: str | None = Field(
+        description="Who submitted it: the API client's id, `anonymous` (no API_TOKENS), `cli`, "
+        "or `code` for jobs sent outside the API (.delay(), celery call, beat)."
+    )
+    input: Any = Field(description="The job's input as keyword arguments, kept for a retry; null if not kept.")
+    input_note: str | None = Field(description="Why the input was not kept (over JOB_INPUT_MAX_BYTES), else null.")
+    retry_of: str | None = Field(description="The id of the job this one retries.")
+    retried_by: str | None = Field(description="The id of the job that retries this one.")
 
 
 def build_status(job_id: str, record: Mapping[str, str], meta: Mapping[str, Any]) -> JobStatus:
@@ -66,6 +75,20 @@ def build_status(job_id: str, record: Mapping[str, str], meta: Mapping[str, Any]
         submitted_at=record.get("submitted_at"),
         started_at=record.get("started_at"),
         finished_at=finished_at,
+        owner=record.get("owner"),
+        input=json.loads(record["input"]) if "input" in record else None,
+        input_note=_input_note(record),
+        retry_of=record.get("retry_of"),
+        retried_by=record.get("retried_by"),
+    )
+
+
+def _input_note(record: Mapping[str, str]) -> str | None:
+    if "input_bytes" not in record:
+        return None
+    return (
+        f"the input ({int(record['input_bytes']):,} bytes of JSON) was over JOB_INPUT_MAX_BYTES "
+        "and was not kept, so this job cannot be retried"
     )
 
 

@@ -15,6 +15,7 @@ from backend.jobs.records import JobRecords
 # control): one of them then found the module half-imported and beat exited. Imported
 # here, by the thread that builds the app, they are complete before any other starts.
 from backend.taskqueue import consumer, results  # noqa: F401
+from backend.taskqueue.index_trimmer import TrimJobIndex
 from backend.taskqueue.leases import RenewLeases
 from backend.taskqueue.task import RecordedTask
 from backend.taskqueue.transport import use_for_redis_urls
@@ -27,6 +28,7 @@ def make_celery(app: Flask, records: JobRecords) -> Celery:
 
     class FlaskTask(RecordedTask):
         max_deliveries = app.config["TASK_MAX_DELIVERIES"]
+        index_trim_seconds = app.config["JOB_INDEX_TRIM_SECONDS"]
 
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             with app.app_context():
@@ -42,6 +44,7 @@ def make_celery(app: Flask, records: JobRecords) -> Celery:
     celery = Celery(app.import_name, task_cls=FlaskTask)
     celery.config_from_object(app.config["CELERY"])
     celery.steps["consumer"].add(RenewLeases)
+    celery.steps["consumer"].add(TrimJobIndex)
     # @shared_task binds to the default app; tasks never import the Flask app.
     celery.set_default()
     app.extensions[extensions.CELERY] = celery

@@ -62,7 +62,7 @@ def record_received_job(sender: Any, request: Any, **_: Any) -> None:
     if task is None or not getattr(task, "job_record", False):
         return  # unknown to this worker (Celery rejects it), or internal (no records)
     try:
-        task.records.create_if_missing(request.id, request.name)
+        task.records.create_if_missing(request.id, request.name, task.input_of(request.args, request.kwargs))
     except REDIS_UNAVAILABLE as exc:
         # The start script writes the record when the job starts; until then it is a 404.
         logger.warning("could not record received job %s: %r", request.id, exc)

@@ -1,5 +1,6 @@
 """The result backend: Celery's Redis backend, minus the subscription on every
-submit, plus the job record's expiry in every state it stores.
+submit, with each state stored by one script that also keeps the job record and
+the job index in step.
 
 On each apply_async, Celery's Redis backend subscribes the calling thread to the
 task's result channel, in case the caller later waits with AsyncResult.get(). The
@@ -17,29 +18,60 @@ from __future__ import annotations
 from typing import Any
 
 from celery.backends.redis import RedisBackend
+from celery.exceptions import BackendStoreError
 
+from backend.jobs import states
 from backend.jobs.records import JobRecords
+
+
+def index_state(celery_state: str) -> str | None:
+    """The state a job is listed in once a worker stores `celery_state`: as GET /status
+    reports it (a custom state of a user's task means it is running)."""
+    if celery_state in states.STORED_STATES:
+        return str(celery_state)
+    if celery_state == states.CELERY_PENDING:
+        return None
+    started: str = states.STARTED
+    return started
 
 
 class JobsResultBackend(RedisBackend):
     """Selected by config.RESULTS_BACKEND_CLASS."""
 
+    @property
+    def records(self) -> JobRecords:
+        """The app's job records, which make_celery gives its task class."""
+        records: JobRecords = self.app.Task.records
+        return records
+
     def on_task_call(self, producer: Any, task_id: str) -> None:
         """Do not subscribe to the result: nothing in the API waits for it."""
 
+    def _store_result(
+        self, task_id: str, result: Any, state: str, traceback: Any = None, request: Any = None, **kwargs: Any
+    ) -> Any:
+        """Celery's _store_result, minus the read of the current state before each write:
+        the store script keeps its guard (a SUCCESS is never overwritten) in the same
+        round trip, and moves the job in the index with its record."""
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
+        task_id = task_id.decode() if isinstance(task_id, bytes) else task_id
+        meta["task_id"] = task_id
+        value = self.encode(meta)
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError("value too large for Redis backend", state=state, task_id=task_id)
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        self.ensure(
+            self.records.store_state,
+            (task_id, self.get_key_for_task(task_id), value, int(expires or 0), index_state(state)),
+        )
+        return result
+
     def _set(self, key: bytes | str, value: bytes | str, expires: int | None = None) -> None:
-        """Celery's own _set (store and publish in one pipeline), plus an EXPIRE that
-        keeps the job's record (backend/jobs/records.py) as long as the state just stored:
-        a status lookup needs both. In the same round trip as the state, where the
-        worker used to send it on its own after every task: one round trip less per task."""
+        """Celery's _set (groups and chords; task states go through _store_result), with
+        SET EX instead of SETEX, which redis-py 8 deprecates (a warning per call)."""
         if expires is None:
             expires = self.expires
-        # Celery keeps both as bytes; str is accepted in case that changes.
-        task_prefix, key_bytes = (v if isinstance(v, bytes) else v.encode() for v in (self.task_keyprefix, key))
         with self.client.pipeline() as pipe:
-            # SET with EX, not Celery's SETEX, which redis-py 8 deprecates (a warning per task).
             pipe.set(key, value, ex=expires or None)
             pipe.publish(key, value)
-            if expires and key_bytes.startswith(task_prefix):
-                pipe.expire(JobRecords.key(key_bytes[len(task_prefix):].decode()), expires)
             pipe.execute()

@@ -9,6 +9,7 @@ cooperative cancel. Publishing writes the record first, so a job's id is known
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from typing import Any
@@ -19,7 +20,7 @@ from celery.result import AsyncResult
 from celery.utils import uuid
 
 from backend.jobs import states
-from backend.jobs.records import JobRecords
+from backend.jobs.records import CODE_OWNER, JobRecords
 
 # In the headers of every message RecordedTask publishes: its job's record exists already,
 # so the worker that receives it need not ask Redis (backend/taskqueue/consumer.py).
@@ -39,6 +40,8 @@ class RecordedTask(Task):
     abstract = True
     records: JobRecords
     max_deliveries: int = 3
+    # Seconds between trims of the job index by each worker (backend/taskqueue/index_trimmer.py).
+    index_trim_seconds: float = 30.0
     # False for internal tasks (backend/taskqueue/periodic.py): no job:<id> record, so no
     # status lookup, cancel or delivery count; they must be safe to run twice.
     job_record: bool = True
@@ -50,20 +53,22 @@ class RecordedTask(Task):
         task_id: str | None = None,
         *,
         record_written: bool = False,
+        owner: str = CODE_OWNER,
         **options: Any,
     ) -> AsyncResult:
-        """Publish, with the job's record written first (unless the caller did:
-        `record_written`, as an idempotency-key claim does).
+        """Publish, with the job's record and index entry written first (unless the
+        caller did: `record_written`, as the service does for an idempotency key or
+        a retry). `owner` is the client that submits; `code` outside the API.
 
-        The record makes the id known (QUEUED) before any worker can see the
-        message; if publishing fails it is removed again, so a failed submit
+        The record makes the id known (QUEUED) and listed before any worker can see
+        the message; if publishing fails it is removed again, so a failed submit
         leaves nothing behind.
         """
         if self.app.conf.task_always_eager or not self.job_record:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         job_id = task_id or uuid()
         if not record_written:
-            self.records.create(job_id, self.name)
+            self.records.create(job_id, self.name, owner=owner, job_input=self.input_of(args, kwargs))
         options["headers"] = {**(options.get("headers") or {}), RECORDED_HEADER: True}
         try:
             return super().apply_async(args, kwargs, task_id=job_id, **options)
@@ -71,12 +76,28 @@ class RecordedTask(Task):
             self.records.delete(job_id)
             raise
 
+    def input_of(self, args: Any, kwargs: Any) -> dict[str, Any]:
+        """The job's input as keyword arguments (what a retry validates and submits):
+        positional arguments are named after the task's parameters."""
+        args, named = tuple(args or ()), dict[str, Any](kwargs or {})
+        if not args:
+            return named
+        try:
+            arguments: dict[str, Any] = inspect.signature(self.run).bind_partial(*args, **named).arguments
+            return dict(arguments)
+        except TypeError:
+            return {"args": list(args), "kwargs": named}  # does not fit: kept as sent, for the record
+
     def begin(self) -> None:
         """Called by the worker before run(): stop here if cancelled while queued,
         or if every earlier delivery died with its worker (a task that kills it)."""
         request = self.request
         deliveries = self.records.start_unless_cancelled(
-            request.id, self.name, request.retries or 0, started=self._started_state()
+            request.id,
+            self.name,
+            request.retries or 0,
+            started=self._started_state(),
+            job_input=self.input_of(request.args, request.kwargs),
         )
         if not deliveries:
             self.end_revoked("cancelled before it started")
