@@ -109,6 +109,24 @@ def test_a_job_sent_with_send_task_is_listed_once_a_worker_holds_it(history_app,
     history.post(f"/status/{task_id}/cancel")
 
 
+def test_a_job_celery_retries_stays_one_listed_job_through_retry_and_success(history_app, history, history_url):
+    celery = extensions.celery_app(history_app)
+    # Sent by name (the worker loads tests.support_tasks); Task.retry() then sends it again.
+    task_id = celery.send_task("tests.retry_once", kwargs={"countdown": 0.5}).id
+    store = redis.Redis.from_url(history_url)
+
+    def sets_holding_it() -> list[str]:
+        keys = [key.decode() for key in store.smembers(INDEX_SETS)]
+        return [key for key in keys if store.zscore(key, task_id) is not None]
+
+    wait_until(lambda: history.get(f"/status/{task_id}").get_json()["state"] == states.RETRY, timeout=10,
+               what="the job to be retried by Celery")
+    assert sets_holding_it() == [f"{INDEX_PREFIX}RETRY|tests.retry_once|code"]
+    wait_for_state(history, task_id, {states.SUCCESS})
+    assert sets_holding_it() == [f"{INDEX_PREFIX}SUCCESS|tests.retry_once|code"]
+    assert listed_ids(history, name="tests.retry_once").count(task_id) == 1
+
+
 def test_the_cli_owns_what_it_submits(history_app, history):
     result = history_app.test_cli_runner().invoke(args=["jobs", "submit", "add", "--json", '{"x": 1, "y": 1}'])
     assert result.exit_code == 0, result.output

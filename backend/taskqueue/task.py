@@ -67,13 +67,17 @@ class RecordedTask(Task):
         if self.app.conf.task_always_eager or not self.job_record:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         job_id = task_id or uuid()
-        if not record_written:
+        # Celery's Task.retry() sends the same job again (retries ≥ 1): its record exists,
+        # and stays when that send fails (Celery then ends the job FAILURE).
+        resent = bool(options.get("retries"))
+        if not (record_written or resent):
             self.records.create(job_id, self.name, owner=owner, job_input=self.input_of(args, kwargs))
         options["headers"] = {**(options.get("headers") or {}), RECORDED_HEADER: True}
         try:
             return super().apply_async(args, kwargs, task_id=job_id, **options)
         except BaseException:
-            self.records.delete(job_id)
+            if not resent:
+                self.records.delete(job_id)
             raise
 
     def input_of(self, args: Any, kwargs: Any) -> dict[str, Any]:
