@@ -60,12 +60,13 @@ def test_the_limit_is_the_documented_default(idle_app):
         b"{} {}",  # two documents
         b"{}\x00",  # a NUL byte after the document
         b"\x0b",  # whitespace to Python, not to JSON: must not read as an empty body
+        b" \t\r\n",  # whitespace alone is no JSON document either; only a body of no bytes is "no input"
         b"\x0c{}",
         b'{"steps": "\xff"}',  # invalid UTF-8
         b'{"steps": "\xc0\xaf"}',  # overlong UTF-8 for "/"
         b"\xef\xbb\xbf\xef\xbb\xbf{}",  # two byte order marks
     ],
-    ids=["trailing-comma", "single-quotes", "bare-key", "two-documents", "nul-after", "vertical-tab",
+    ids=["trailing-comma", "single-quotes", "bare-key", "two-documents", "nul-after", "vertical-tab", "whitespace",
          "form-feed", "invalid-utf8", "overlong-utf8", "double-bom"],
 )
 def test_malformed_json_is_400(idle_client, nothing_enqueued, body):

@@ -185,6 +185,14 @@ def test_a_bad_filter_is_a_422_naming_the_parameter(idle_history, query, field):
     assert [detail["field"].split(".")[0] for detail in response.get_json()["error"]["details"]] == [field]
 
 
+def test_a_parameter_given_twice_is_a_422_but_state_may_repeat(idle_history):
+    response = idle_history.get("/jobs?name=add&name=long_task")
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"][0]["field"] == "name"
+    assert idle_history.get("/jobs?state=QUEUED&state=FAILURE").status_code == 200
+    assert idle_history.get("/jobs?since=1764374400").status_code == 422  # a number is not ISO 8601
+
+
 def test_a_cursor_is_refused_with_other_filters(idle_history):
     for i in range(3):
         submit(idle_history, "/add", {"x": i, "y": 0})
@@ -341,7 +349,7 @@ def test_a_bulk_action_stops_at_its_limit_and_says_there_is_more(redis_server):
 def test_bulk_actions_refuse_states_they_cannot_act_on(idle_history):
     response = idle_history.post("/jobs/retry", json={"state": ["QUEUED"]})
     assert response.status_code == 422
-    assert response.get_json()["error"]["details"][0]["field"] == "state"
+    assert response.get_json()["error"]["details"][0]["field"] == "state.0"
     assert idle_history.post("/jobs/cancel", json={"state": "SUCCESS"}).status_code == 422
     assert idle_history.post("/jobs/cancel", json={"colour": "red"}).status_code == 422
 

@@ -12,15 +12,15 @@ from backend.jobs.inputs import parse_json
 
 
 def json_body() -> Any:
-    """The request's JSON body: {} when empty, 415 when not JSON, 400 when malformed, 413 when too big."""
+    """The request's JSON body: {} when there is none, 415 when not JSON, 400 when malformed
+    (whitespace alone is not a JSON document), 413 when too big."""
     raw = request.get_data(cache=True)
     limit = request.max_content_length
     if limit is not None and request.content_length is None and len(raw) >= limit:
         # A streamed (chunked) body: werkzeug stops reading at MAX_CONTENT_LENGTH and returns
         # what it read without a 413 (only a further read raises), so a cut body would be parsed.
         raise RequestEntityTooLarge()
-    # JSON's own whitespace only: bytes.strip() would also drop \x0b and \x0c, invalid in JSON.
-    if not raw.strip(b" \t\r\n"):
+    if not raw:
         return {}
     if not request.is_json:
         raise ServiceError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")

@@ -21,7 +21,8 @@ from backend.api.auth import authenticate, current_client, may_see_details
 from backend.api.requests import json_body
 from backend.api.schemas import ErrorBody, Health, Readiness, Retried, StatusQuery, Submitted, TaskList
 from backend.jobs import history, service, states
-from backend.jobs.history import BulkOutcome, JobCounts, JobFilters, JobList, JobListQuery
+from backend.jobs.errors import ServiceError
+from backend.jobs.history import BulkOutcome, CancelFilters, JobCounts, JobFilters, JobList, JobListQuery, RetryFilters
 from backend.jobs.idempotency import HEADER as IDEMPOTENCY_HEADER
 from backend.jobs.inputs import validate_input
 from backend.jobs.registry import PublicTask, public_tasks
@@ -145,7 +146,7 @@ def job_stats() -> Response:
 def retry_jobs() -> Response:
     """Retry the FAILURE and REVOKED jobs matching the filters in the JSON body (none: all),
     not retried yet, newest first: at most BULK_ACTION_MAX_JOBS (1,000) per call."""
-    outcome = history.retry_matching(validate_input(JobFilters, json_body()), client_id=current_client())
+    outcome = history.retry_matching(validate_input(RetryFilters, json_body()), client_id=current_client())
     for job in outcome.jobs:
         metrics.count_submit(job["name"])
     return jsonify(outcome.model_dump(mode="json"))
@@ -154,14 +155,19 @@ def retry_jobs() -> Response:
 def cancel_jobs() -> Response:
     """Cancel the jobs matching the filters in the JSON body (none: every job not ended),
     newest first: at most BULK_ACTION_MAX_JOBS (1,000) per call."""
-    return jsonify(history.cancel_matching(validate_input(JobFilters, json_body())).model_dump(mode="json"))
+    return jsonify(history.cancel_matching(validate_input(CancelFilters, json_body())).model_dump(mode="json"))
 
 
 def _filter_arguments() -> dict[str, Any]:
-    """The query string, a repeated `state` joined as one comma-separated value."""
-    arguments: dict[str, Any] = request.args.to_dict()
-    if len(request.args.getlist("state")) > 1:
-        arguments["state"] = ",".join(request.args.getlist("state"))
+    """The query string as the filter models take it: a repeated `state` joined with commas;
+    any other parameter given twice is a 422 naming it (which one would count?)."""
+    arguments: dict[str, Any] = {}
+    for name, values in request.args.lists():
+        if name != "state" and len(values) > 1:
+            message = "given more than once"
+            raise ServiceError(422, "validation_error", f"{name}: {message}",
+                               [{"field": name, "message": message, "type": "repeated"}])
+        arguments[name] = ",".join(values)
     return arguments
 
 
@@ -238,9 +244,9 @@ def routes() -> list[Route]:
         Route("/jobs", "list_jobs", list_jobs, tags=("history",), responses=LIST_RESPONSES, query=JobListQuery),
         Route("/jobs/stats", "job_stats", job_stats, tags=("history",), responses=STATS_RESPONSES, query=JobFilters),
         Route("/jobs/retry", "retry_jobs", retry_jobs, "POST", tags=("history",), responses=BULK_RESPONSES,
-              json=JobFilters, submits=True),
+              json=RetryFilters, submits=True),
         Route("/jobs/cancel", "cancel_jobs", cancel_jobs, "POST", tags=("history",), responses=BULK_RESPONSES,
-              json=JobFilters),
+              json=CancelFilters),
         Route("/healthz", "healthz", healthz, tags=("health",), responses={"HTTP_200": Health}, open=True),
         Route("/readyz", "readyz", readyz, tags=("health",),
               responses={"HTTP_200": Readiness, "HTTP_503": Readiness}, open=True),

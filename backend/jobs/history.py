@@ -7,7 +7,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from flask import current_app
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -19,8 +19,11 @@ from backend.jobs.inputs import JOB_ID, validate_input
 from backend.jobs.registry import public_tasks
 from backend.jobs.status import JobStatus
 
-RETRYABLE_STATES = frozenset({states.FAILURE, states.REVOKED})
-CANCELLABLE_STATES = frozenset(states.ALL_STATES) - states.FINAL_STATES
+# The states a retry, and a cancel, act on: a job that failed or was cancelled; a job not ended.
+RetryableState = Literal["FAILURE", "REVOKED"]
+CancellableState = Literal["QUEUED", "STARTED", "PROGRESS", "RETRY"]
+RETRYABLE_STATES = frozenset(get_args(RetryableState))
+CANCELLABLE_STATES = frozenset(get_args(CancellableState))
 
 
 class JobFilters(BaseModel):
@@ -44,8 +47,23 @@ class JobFilters(BaseModel):
     @classmethod
     def split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()] or None
+            return [part.strip() for part in value.split(",")]  # an empty part fails as no state
         return value
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def iso_text_only(cls, value: Any) -> Any:
+        """ISO 8601 text with a zone, as the schema says: not a number of seconds, which
+        pydantic's lax mode would take as a Unix time."""
+        if value is None or isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise ValueError("must be ISO 8601 text with a time zone, such as 2026-11-29T00:00:00Z")
+        return moment
 
     def job_filter(self, default_states: frozenset[str] | None = None) -> JobFilter:
         return JobFilter(
@@ -55,6 +73,20 @@ class JobFilters(BaseModel):
             since=_epoch(self.since),
             until=_epoch(self.until),
         )
+
+
+class RetryFilters(JobFilters):
+    """The jobs a bulk retry acts on: those of the filters not retried yet."""
+
+    state: list[RetryableState] | None = Field(None, description="FAILURE, REVOKED, or both (the default).")
+
+
+class CancelFilters(JobFilters):
+    """The jobs a bulk cancel acts on: those of the filters not ended."""
+
+    state: list[CancellableState] | None = Field(
+        None, description="Some of QUEUED, STARTED, PROGRESS, RETRY; all of them by default."
+    )
 
 
 class JobListQuery(JobFilters):
@@ -180,20 +212,11 @@ def _matching(job_filter: JobFilter) -> Any:
         cursor = page.next_cursor
 
 
-def _checked_states(filters: JobFilters, allowed: frozenset[str], action: str) -> JobFilter:
-    wrong = sorted(set(filters.state or ()) - allowed)
-    if wrong:
-        message = f"{action} acts on jobs in {', '.join(sorted(allowed))}, not {', '.join(wrong)}"
-        raise ServiceError(422, "validation_error", f"state: {message}",
-                           [{"field": "state", "message": message, "type": "state"}])
-    return filters.job_filter(default_states=allowed)
-
-
-def retry_matching(filters: JobFilters, *, client_id: str) -> BulkOutcome:
+def retry_matching(filters: RetryFilters, *, client_id: str) -> BulkOutcome:
     """Retry the failed and revoked jobs matching the filters (those not retried yet),
     newest first, at most BULK_ACTION_MAX_JOBS per call."""
     bulk = _Bulk(current_app.config["BULK_ACTION_MAX_JOBS"])
-    for job in _matching(_checked_states(filters, RETRYABLE_STATES, "a bulk retry")):
+    for job in _matching(filters.job_filter(default_states=RETRYABLE_STATES)):
         if "retried_by" in job.record:
             continue  # retried before: not a candidate, and costs this call nothing
         if len(bulk.jobs) >= bulk.limit:
@@ -211,11 +234,11 @@ def retry_matching(filters: JobFilters, *, client_id: str) -> BulkOutcome:
     return bulk.outcome()
 
 
-def cancel_matching(filters: JobFilters) -> BulkOutcome:
+def cancel_matching(filters: CancelFilters) -> BulkOutcome:
     """Cancel the jobs matching the filters that have not ended, newest first, at most
     BULK_ACTION_MAX_JOBS per call."""
     bulk = _Bulk(current_app.config["BULK_ACTION_MAX_JOBS"])
-    for job in _matching(_checked_states(filters, CANCELLABLE_STATES, "a bulk cancel")):
+    for job in _matching(filters.job_filter(default_states=CANCELLABLE_STATES)):
         if "cancel_requested_at" in job.record:
             continue  # asked before; a running job stops at its next step
         if len(bulk.jobs) >= bulk.limit:
