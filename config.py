@@ -169,7 +169,7 @@ class BaseConfig:
         # a larger one is listed but cannot be retried (its status says so).
         self.JOB_INPUT_MAX_BYTES = env.integer("JOB_INPUT_MAX_BYTES", 16 * 1024, minimum=0)
         # Seconds between two trims of the job index by each worker (expired jobs' entries).
-        self.JOB_INDEX_TRIM_SECONDS = env.number("JOB_INDEX_TRIM_SECONDS", 30.0)
+        self.JOB_INDEX_TRIM_SECONDS = env.number("JOB_INDEX_TRIM_SECONDS", 10.0)
         if not 0 < self.JOB_INDEX_TRIM_SECONDS < math.inf:
             raise ConfigError("JOB_INDEX_TRIM_SECONDS must be a positive number of seconds")
         # Most jobs one bulk retry or cancel (POST /jobs/retry, /jobs/cancel) acts on.

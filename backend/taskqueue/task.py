@@ -41,7 +41,7 @@ class RecordedTask(Task):
     records: JobRecords
     max_deliveries: int = 3
     # Seconds between trims of the job index by each worker (backend/taskqueue/index_trimmer.py).
-    index_trim_seconds: float = 30.0
+    index_trim_seconds: float = 10.0
     # False for internal tasks (backend/taskqueue/periodic.py): no job:<id> record, so no
     # status lookup, cancel or delivery count; they must be safe to run twice.
     job_record: bool = True
