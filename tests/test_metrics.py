@@ -1,10 +1,20 @@
 """GET /metrics: Prometheus text, summed over gunicorn's workers, behind the API token."""
 
+import socket
+import time
+
 import pytest
+import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from backend.jobs import states
 from devtools.redis_server import free_port
+from tests.helpers import db_url
+
+# A database of the session's Redis that only this module uses, emptied for each test
+# that takes it: the job gauges count every job of their database. No worker consumes it.
+EMPTY_IDLE_DB = 8
 
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:
@@ -24,6 +34,36 @@ def scrape(url: str) -> dict:
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     return samples(response.text)
+
+
+def scraped(client, query: str = "") -> dict:
+    response = client.get(f"/metrics{query}")
+    assert response.status_code == 200
+    return samples(response.get_data(as_text=True))
+
+
+def job_gauges(metrics: dict) -> dict[tuple[str, str], float]:
+    """{(state, task): jobs} of a scrape, zeros left out."""
+    found = {}
+    for (name, labels), sample in metrics.items():
+        if name == "jobs" and sample:
+            by_name = dict(labels)
+            found[by_name["state"], by_name["task"]] = sample
+    return found
+
+
+@pytest.fixture
+def empty_idle_url(redis_server):
+    url = db_url(redis_server, EMPTY_IDLE_DB)
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def silent_redis_url():
+    """A Redis URL whose server accepts connections and never answers."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as server:
+        yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
 
 
 @pytest.mark.e2e
@@ -96,3 +136,58 @@ def test_a_failed_submit_is_not_counted(client):
     metrics = samples(client.get("/metrics").get_data(as_text=True))
     assert value(metrics, "jobs_submitted_total", task="add") == 0
     assert value(metrics, "flask_http_request_duration_seconds_count", method="POST", route="/add", status="422") == 1
+
+
+# --- jobs by state and task, from the job index --------------------------------------------
+
+
+def test_jobs_by_state_and_task_are_read_from_the_index_at_each_scrape(make_app, empty_idle_url):
+    client = make_app(empty_idle_url).test_client()
+    before = scraped(client)
+    assert job_gauges(before) == {}
+    # Every public task's series exists at 0 before its first job.
+    assert ("jobs", frozenset({("state", states.FAILURE), ("task", "add")})) in before
+    assert value(before, "jobs_index_up") == 1
+
+    adds = [client.post("/add", json={"x": i, "y": 0}).get_json()["task_id"] for i in range(3)]
+    client.post("/tasks/long_task", json={"steps": 1})
+    client.post(f"/status/{adds[0]}/cancel")
+    assert job_gauges(scraped(client)) == {
+        (states.QUEUED, "add"): 2, (states.REVOKED, "add"): 1, (states.QUEUED, "long_task"): 1,
+    }
+
+    client.post(f"/status/{adds[1]}/cancel")
+    assert job_gauges(scraped(client)) == {
+        (states.QUEUED, "add"): 1, (states.REVOKED, "add"): 2, (states.QUEUED, "long_task"): 1,
+    }
+    only_jobs = scraped(client, "?name[]=jobs")
+    assert {name for name, _ in only_jobs} == {"jobs"}
+
+
+def test_metrics_answer_without_the_job_gauges_when_redis_is_unreachable(make_app):
+    client = make_app(f"redis://127.0.0.1:{free_port()}/0").test_client()
+    metrics = scraped(client)
+    assert not [name for name, _ in metrics if name == "jobs"]
+    assert value(metrics, "jobs_index_up") == 0
+    assert ("jobs_submitted_total", frozenset({("task", "add")})) in metrics
+
+
+def test_metrics_answer_within_the_redis_timeout_when_redis_hangs(make_app, silent_redis_url):
+    client = make_app(silent_redis_url, REDIS_SOCKET_TIMEOUT="0.5").test_client()
+    started = time.monotonic()
+    metrics = scraped(client)
+    assert time.monotonic() - started < 2
+    assert value(metrics, "jobs_index_up") == 0
+    assert not [name for name, _ in metrics if name == "jobs"]
+
+
+@pytest.mark.e2e
+def test_job_gauges_are_read_once_per_scrape_under_gunicorn(start_gunicorn, empty_idle_url):
+    _, url = start_gunicorn(empty_idle_url, GUNICORN_WORKERS="2")
+    adds = [requests.post(f"{url}/add", json={"x": i, "y": 0}, timeout=5).json()["task_id"] for i in range(3)]
+    assert requests.post(f"{url}/status/{adds[0]}/cancel", timeout=5).status_code == 202
+    # Whichever worker answers, each (state, task) is counted once, not once per worker.
+    for _ in range(4):
+        after = scrape(url)
+        assert job_gauges(after) == {(states.QUEUED, "add"): 2, (states.REVOKED, "add"): 1}
+        assert value(after, "jobs_index_up") == 1

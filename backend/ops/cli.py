@@ -1,36 +1,51 @@
-"""Operator commands on the API's own service layer (backend/jobs/service.py, backend/ops/health.py):
+"""Operator commands on the API's own service layer (backend/jobs/service.py,
+backend/jobs/history.py, backend/ops/health.py):
 
     flask jobs submit add --json '{"x": 1, "y": 2}'   # prints the job's id, then its status
     flask jobs status <id> [--wait SECONDS]
+    flask jobs list [--state FAILURE] [--name add] [--owner cli] [--limit N] [--cursor C] [--json]
+    flask jobs retry <id>                             # prints the new job's id, then its status
+    flask jobs retry --state FAILURE [--name add]     # every match, at most BULK_ACTION_MAX_JOBS
     flask jobs cancel <id>
+    flask jobs cancel --state QUEUED [--name add]
     flask workers                                     # each worker and the jobs it runs
 
-Errors are the API's messages on stderr with exit status 1, never a traceback; a
-Redis outage fails within the Redis timeouts, as the API's 503 does. `flask tasks`
-is the former name of `flask jobs`, kept as a deprecated alias.
+The filters are GET /jobs's, validated by the same models; retry and cancel take a job
+id or filters, never both. Errors are the API's messages on stderr with exit status 1,
+never a traceback; a Redis outage fails within the Redis timeouts, as the API's 503
+does. `flask tasks` is the former name of `flask jobs`, kept as a deprecated alias.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import click
 from flask import Flask, current_app, g
 from flask.cli import AppGroup, with_appcontext
+from pydantic import BaseModel
 
-from backend.jobs import extensions, service
+from backend.jobs import extensions, history, service
 from backend.jobs.errors import REDIS_UNAVAILABLE, ServiceError
-from backend.jobs.inputs import parse_json
+from backend.jobs.history import BulkOutcome, CancelFilters, JobListQuery, RetryFilters
+from backend.jobs.index import MAX_PAGE_SIZE
+from backend.jobs.inputs import parse_json, validate_input
 from backend.jobs.status import JobStatus
 from backend.ops import tracing
 from backend.ops.health import readiness
 
-# Jobs submitted here belong to this client (idempotency keys are per client).
+# Jobs submitted (and retried) here belong to this client (idempotency keys are per client).
 CLI_CLIENT = "cli"
+# The options that select jobs, as GET /jobs names them.
+FILTERS = ("state", "name", "owner", "since", "until")
 
-jobs = AppGroup("jobs", help="Submit, look up and cancel jobs, as the API does.")
+F = TypeVar("F", bound=Callable[..., Any])
+Model = TypeVar("Model", bound=BaseModel)
+
+jobs = AppGroup("jobs", help="Submit, look up, list, retry and cancel jobs, as the API does.")
 
 
 @contextmanager
@@ -48,13 +63,56 @@ def _echo_status(status: JobStatus) -> None:
     click.echo(json.dumps(status.model_dump(mode="json")))
 
 
+def _trace() -> None:
+    """The worker's log lines for the jobs this command sends carry this id, as for an API request."""
+    g.request_id = f"cli-{tracing.new_request_id()}"
+
+
+def filter_options(command: F) -> F:
+    """--state, --name, --owner, --since, --until: GET /jobs's filters."""
+    options = [
+        click.option(
+            "--state",
+            multiple=True,
+            help="Jobs in this state; repeat it or separate states with commas: FAILURE,REVOKED.",
+        ),
+        click.option("--name", help="Jobs of this task."),
+        click.option("--owner", help="Jobs submitted by this client id (or `anonymous`, `cli`, `code`)."),
+        click.option("--since", help="Submitted at or after this time (ISO 8601 with a zone)."),
+        click.option("--until", help="Submitted at or before this time (ISO 8601 with a zone)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _given_filters(options: dict[str, Any]) -> dict[str, str]:
+    """The filters given on the command line, as the query string would carry them."""
+    given = {name: options[name] for name in FILTERS if options.get(name)}
+    if "state" in given:
+        given["state"] = ",".join(given["state"])
+    return given
+
+
+def _validated(model: type[Model], arguments: dict[str, Any]) -> Model:
+    # Text, like a query string: validated (and converted) as GET /jobs does.
+    with service_errors():
+        return validate_input(model, arguments, from_query=True)
+
+
+def _one_job_or_filters(job_id: str | None, filters: dict[str, str], example: str) -> None:
+    if job_id is not None and filters:
+        raise click.UsageError("give a job ID or filters (--state, --name, --owner, --since, --until), not both")
+    if job_id is None and not filters:
+        raise click.UsageError(f"give a job ID, or filters to act on every matching job ({example})")
+
+
 @jobs.command("submit")
 @click.argument("task_name", metavar="TASK")
 @click.option("--json", "payload", default="{}", show_default=True, help="The task's input: a JSON object.")
 def submit_command(task_name: str, payload: str) -> None:
     """Submit a job of the public TASK (see GET /tasks): prints its id, then its status."""
-    # The worker's log lines for this job carry this id, as for an API request.
-    g.request_id = f"cli-{tracing.new_request_id()}"
+    _trace()
     with service_errors():
         submission = service.submit(task_name, parse_json(payload), client_id=CLI_CLIENT)
         status = service.job_status(submission.job_id)
@@ -77,13 +135,117 @@ def status_command(job_id: str, wait: float) -> None:
     _echo_status(status)
 
 
-@jobs.command("cancel")
-@click.argument("job_id")
-def cancel_command(job_id: str) -> None:
-    """Cancel job JOB_ID: a queued job never runs, a running long task stops at its next step."""
+@jobs.command("list")
+@filter_options
+@click.option(
+    "--limit",
+    metavar="N",
+    help=f"Jobs per page (default {JobListQuery.model_fields['limit'].default}, at most {MAX_PAGE_SIZE}).",
+)
+@click.option("--cursor", help="The next cursor the previous page printed, with the same filters.")
+@click.option("--json", "as_json", is_flag=True, help="Print GET /jobs's JSON instead of a table.")
+def list_command(limit: str | None, cursor: str | None, as_json: bool, **filters: Any) -> None:
+    """List jobs, newest first, with the number in each state (all pages), as GET /jobs does."""
+    arguments: dict[str, Any] = _given_filters(filters)
+    arguments.update({name: value for name, value in (("limit", limit), ("cursor", cursor)) if value is not None})
+    query = _validated(JobListQuery, arguments)
     with service_errors():
-        status = service.cancel(job_id)
-    _echo_status(status)
+        listing = history.list_jobs(query)
+    if as_json:
+        click.echo(json.dumps(listing.model_dump(mode="json")))
+        return
+    if listing.jobs:
+        header = ["ID", "NAME", "STATE", "OWNER", "SUBMITTED", "FINISHED", "RETRY"]
+        for line in _aligned([header, *(_row(job) for job in listing.jobs)]):
+            click.echo(line)
+    else:
+        click.echo("no jobs on this page" if query.cursor else "no jobs match")
+    click.echo(_counts_line(listing.counts))
+    if listing.next_cursor:
+        click.echo(f"next page: --cursor {listing.next_cursor}")
+
+
+def _row(job: JobStatus) -> list[str]:
+    links = [f"{link} {other}" for link, other in (("retry of", job.retry_of), ("retried by", job.retried_by)) if other]
+    return [
+        job.task_id,
+        job.name,
+        job.state,
+        job.owner or "-",
+        job.submitted_at or "-",
+        job.finished_at or "-",
+        ", ".join(links) or "-",
+    ]
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def _counts_line(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    by_state = ", ".join(f"{count} {state}" for state, count in counts.items() if count)
+    return f"{total} job{'' if total == 1 else 's'} match" + (f": {by_state}" if by_state else "")
+
+
+@jobs.command("retry")
+@click.argument("job_id", required=False)
+@filter_options
+def retry_command(job_id: str | None, **filters: Any) -> None:
+    """Retry job JOB_ID, or every FAILURE and REVOKED job the filters match, as a new job.
+
+    One job: prints the new job's id, then its status. With filters (--state
+    FAILURE,REVOKED by default), as POST /jobs/retry: jobs not retried yet, newest first,
+    at most BULK_ACTION_MAX_JOBS per call; run it again while it says more jobs match.
+    """
+    given = _given_filters(filters)
+    _one_job_or_filters(job_id, given, "--state FAILURE")
+    _trace()
+    if job_id is not None:
+        with service_errors():
+            submission = history.retry(job_id, client_id=CLI_CLIENT)
+            status = service.job_status(submission.job_id)
+        click.echo(submission.job_id)
+        _echo_status(status)
+        return
+    selected = _validated(RetryFilters, given)
+    with service_errors():
+        outcome = history.retry_matching(selected, client_id=CLI_CLIENT)
+    _echo_outcome("retried", outcome, [f"{job['task_id']} -> {job['retry_id']}  {job['name']}" for job in outcome.jobs])
+
+
+@jobs.command("cancel")
+@click.argument("job_id", required=False)
+@filter_options
+def cancel_command(job_id: str | None, **filters: Any) -> None:
+    """Cancel job JOB_ID, or every job not ended that the filters match: a queued job never
+    runs, a running long task stops at its next step.
+
+    One job: prints its status. With filters, as POST /jobs/cancel: newest first, at most
+    BULK_ACTION_MAX_JOBS per call; run it again while it says more jobs match.
+    """
+    given = _given_filters(filters)
+    _one_job_or_filters(job_id, given, "--state QUEUED")
+    if job_id is not None:
+        with service_errors():
+            status = service.cancel(job_id)
+        _echo_status(status)
+        return
+    selected = _validated(CancelFilters, given)
+    with service_errors():
+        outcome = history.cancel_matching(selected)
+    _echo_outcome("cancelled", outcome, [f"{job['task_id']}  {job['state']}" for job in outcome.jobs])
+
+
+def _echo_outcome(done: str, outcome: BulkOutcome, lines: list[str]) -> None:
+    click.echo(f"{done} {outcome.done} job{'' if outcome.done == 1 else 's'}")
+    for line in lines:
+        click.echo(f"  {line}")
+    if outcome.skipped:
+        click.echo("skipped: " + ", ".join(f"{count} {reason}" for reason, count in sorted(outcome.skipped.items())))
+    if outcome.more:
+        click.echo(f"more jobs match: run the command again (at most {outcome.limit} per call)")
 
 
 @click.command("workers")

@@ -1,4 +1,4 @@
-"""Prometheus metrics at GET /metrics (prometheus-flask-exporter).
+"""Prometheus metrics at GET /metrics (prometheus-flask-exporter, and a collector of ours).
 
 - `flask_http_request_duration_seconds{method,route,status}`: a latency histogram;
   its `_count` is the number of requests by route and status. `route` is the URL
@@ -8,11 +8,16 @@
   submits, not idempotent replays.
 - `jobs_unavailable_responses_total{route}`: 503s (Redis, or for /readyz the
   workers, unavailable), for alerting without parsing status labels.
+- `jobs{state,task}`: the jobs the job index holds, by state and task name, read
+  from Redis when Prometheus scrapes (JobIndexCollector).
+- `jobs_index_up`: 1 when this scrape read the job index, 0 when Redis did not answer.
 
 Under gunicorn, PROMETHEUS_MULTIPROC_DIR (prepared by gunicorn.conf.py, see
 backend/ops/prometheus_dir.py) makes every worker process write its samples there and
 /metrics sum them all. Without it (tests, run.py) each app has a registry of its own.
-/metrics asks for the bearer token like every API route, and is not rate-limited.
+Either way each scrape builds the registry it exposes (scrape_registry), with the job
+index's gauges read once, by the process that answers. /metrics asks for the bearer
+token like every API route, and is not rate-limited.
 
 Cost: about 0.06 ms per request, single-process or multiprocess (GET /healthz in a
 loop over the Flask test client, 2 shared cores: 0.31 ms with the exporter, 0.25 ms
@@ -21,15 +26,25 @@ without), mostly the histogram's and counter's label lookups.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+import logging
+import os
+from collections.abc import Callable, Iterator
+from itertools import product
 from typing import cast
 
+import redis
 from flask import Flask, Request, Response, current_app, request
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_flask_exporter import PrometheusMetrics
 
+from backend.jobs import extensions, states
 from backend.jobs.registry import public_tasks
+from backend.ops import prometheus_dir
+
+log = logging.getLogger(__name__)
 
 UNMATCHED_ROUTE = "<unmatched>"
 # Where init_app keeps this app's JobMetrics.
@@ -57,6 +72,70 @@ class JobMetrics:
         )
 
 
+class JobIndexCollector:
+    """`jobs{state,task}` and `jobs_index_up`, read from the job index at each scrape.
+
+    A collector, not a Gauge kept up to date: under gunicorn a Gauge is a file per
+    worker process, and no process sees every state change (workers make most of
+    them). JobIndex.sizes() costs one ZCARD per index set, a few dozen however many
+    jobs there are. When Redis does not answer within its timeouts (REDIS_SOCKET_TIMEOUT),
+    the scrape still answers: without `jobs`, with `jobs_index_up` 0.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def describe(self) -> list[Metric]:
+        # The names, so that a scrape restricted to other names (`name[]=`) skips Redis.
+        return [_jobs_family(), _up_family()]
+
+    def collect(self) -> Iterator[Metric]:
+        up = _up_family()
+        try:
+            sizes = extensions.services(self.app).index.sizes()
+        except redis.RedisError as exc:
+            log.warning("/metrics could not read the job index: %r", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        jobs = _jobs_family()
+        # Every public task's series exists, at 0 when no job is in that state: alerts see the first one.
+        counts = dict.fromkeys(product(states.ALL_STATES, public_tasks()), 0) | sizes
+        for (state, task), count in sorted(counts.items()):
+            jobs.add_metric([state, task], count)
+        up.add_metric([], 1)
+        yield jobs
+        yield up
+
+
+def _jobs_family() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "jobs",
+        "Jobs the job index holds (submitted within RESULT_EXPIRES), by state and task name",
+        labels=["state", "task"],
+    )
+
+
+def _up_family() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "jobs_index_up", "1 if this scrape read the job index from Redis, 0 if it could not (Redis down or slow)"
+    )
+
+
+def scrape_registry(app_registry: CollectorRegistry, job_index: JobIndexCollector) -> CollectorRegistry:
+    """What one scrape exposes: the counters and histograms, and the job index's gauges."""
+    registry = CollectorRegistry()
+    if os.environ.get(prometheus_dir.ENV):
+        # Every gunicorn worker's samples, summed from their files; this process's are there too.
+        MultiProcessCollector(registry)
+    else:
+        registry.register(app_registry)
+    # Registered here, on the registry of this scrape only: read once per scrape, not
+    # once per gunicorn worker, and never written to the multiprocess files.
+    registry.register(job_index)
+    return registry
+
+
 def job_metrics() -> JobMetrics:
     """This app's counters (init_app made them)."""
     return cast(JobMetrics, current_app.extensions[EXTENSION])
@@ -68,24 +147,33 @@ def count_submit(task_name: str) -> None:
 
 def init_app(app: Flask, authenticate: Callable[[], None]) -> None:
     """/metrics for `app`, behind `authenticate` (the API's bearer token check)."""
-
-    def authenticated(view: Callable[[], Response]) -> Callable[[], Response]:
-        @functools.wraps(view)
-        def metrics_view() -> Response:
-            authenticate()  # raises the API's 401 when API_TOKENS is set and the token is wrong
-            return view()
-
-        return metrics_view
-
     # A registry per app: the tests build many apps in one process, and the default
     # registry refuses a second metric of the same name (the exporter would then
     # silently skip every app after the first).
     registry = CollectorRegistry()
-    PrometheusMetrics(app, registry=registry, group_by=route, metrics_decorator=authenticated)
+    # path=None: /metrics is ours (below), for the exporter builds a registry of its own
+    # per scrape under gunicorn, where no collector of ours could be added.
+    exporter = PrometheusMetrics(app, path=None, registry=registry, group_by=route)
     metrics = app.extensions[EXTENSION] = JobMetrics(registry)
     # Every public task's series exists from the start (at 0): rate() and alerts see the first submit.
     for name in public_tasks():
         metrics.submitted.labels(task=name)
+    job_index = JobIndexCollector(app)
+
+    def scrape() -> Response:
+        exposed = scrape_registry(registry, job_index)
+        names = request.args.getlist("name[]")
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return Response(encode(exposed.restricted_registry(names) if names else exposed), content_type=content_type)
+
+    # Not counted in the HTTP metrics (a 401 still is: authenticate runs first).
+    untracked_scrape = cast(Callable[[], Response], exporter.do_not_track()(scrape))
+
+    def prometheus_metrics() -> Response:
+        authenticate()  # raises the API's 401 when API_TOKENS is set and the token is wrong
+        return untracked_scrape()
+
+    app.add_url_rule("/metrics", view_func=prometheus_metrics)
 
     @app.after_request
     def count_unavailable(response: Response) -> Response:
