@@ -1,5 +1,6 @@
-"""The dashboard at /: a static page (backend/templates, backend/static) that submits,
-follows and cancels jobs through the public API, from the browser.
+"""The dashboard at /: a static page (backend/templates, backend/static) that lists the
+server's job history and submits, follows, cancels and retries jobs through the public
+API, from the browser.
 
 The page holds no secret and calls nothing on the server side, so it is served without
 a token; the API calls it makes carry the user's token (see dashboard.js).
@@ -8,6 +9,9 @@ a token; the API calls it makes carry the user's token (see dashboard.js).
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, render_template
+
+from backend.jobs import states
+from backend.jobs.history import CANCELLABLE_STATES, RETRYABLE_STATES
 
 # Everything the page loads comes from this origin: no CDN (users may be offline),
 # no inline script, nothing that can run code injected into a task's result.
@@ -22,7 +26,17 @@ bp = Blueprint("dashboard", __name__)
 
 @bp.get("/")
 def index() -> Response:
-    response = current_app.make_response(render_template("dashboard.html", flower_url=current_app.config["FLOWER_URL"]))
+    # The states and which of them end, retry or cancel are written into the page, so
+    # dashboard.js reads them from the server instead of keeping copies.
+    page = render_template(
+        "dashboard.html",
+        flower_url=current_app.config["FLOWER_URL"],
+        states=states.ALL_STATES,
+        final_states=" ".join(sorted(states.FINAL_STATES)),
+        retryable_states=" ".join(sorted(RETRYABLE_STATES)),
+        cancellable_states=" ".join(sorted(CANCELLABLE_STATES)),
+    )
+    response = current_app.make_response(page)
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
