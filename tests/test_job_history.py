@@ -13,23 +13,21 @@ import redis
 from backend.jobs import extensions, states
 from backend.jobs.index import INDEX_PREFIX, INDEX_SETS
 from devtools.redis_server import free_port
-from tests.helpers import db_url, launch_worker, make_app, wait_for_state, wait_until
-
-# Databases of the session's Redis that only this module uses.
-HISTORY_DB = 4  # a worker consumes it
-IDLE_HISTORY_DB = 5  # no worker: jobs stay QUEUED
-EXPIRY_DB = 6
-
-
-def fresh_db(redis_server, db: int) -> str:
-    url = db_url(redis_server, db)
-    redis.Redis.from_url(url).flushdb()
-    return url
+from tests.helpers import (
+    EXPIRY_DB,
+    HISTORY_DB,
+    IDLE_HISTORY_DB,
+    empty_db,
+    launch_worker,
+    make_app,
+    wait_for_state,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
 def history_url(redis_server):
-    return fresh_db(redis_server, HISTORY_DB)
+    return empty_db(redis_server, HISTORY_DB)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +49,7 @@ def history(history_app):
 
 @pytest.fixture
 def idle_history(redis_server):
-    return make_app(fresh_db(redis_server, IDLE_HISTORY_DB)).test_client()
+    return make_app(empty_db(redis_server, IDLE_HISTORY_DB)).test_client()
 
 
 def listing(client, **query) -> dict:
@@ -119,7 +117,8 @@ def test_a_job_celery_retries_stays_one_listed_job_through_retry_and_success(his
         keys = [key.decode() for key in store.smembers(INDEX_SETS)]
         return [key for key in keys if store.zscore(key, task_id) is not None]
 
-    wait_until(lambda: history.get(f"/status/{task_id}").get_json()["state"] == states.RETRY, timeout=10,
+    # A 404 until the worker receives it (nothing recorded it before): no "state" then.
+    wait_until(lambda: history.get(f"/status/{task_id}").get_json().get("state") == states.RETRY, timeout=10,
                what="the job to be retried by Celery")
     assert sets_holding_it() == [f"{INDEX_PREFIX}RETRY|tests.retry_once|code"]
     wait_for_state(history, task_id, {states.SUCCESS})
@@ -152,6 +151,9 @@ def test_filters_select_by_state_name_owner_and_time(idle_history):
     assert listed_ids(idle_history, owner="code") == []
     assert len(listed_ids(idle_history, since=before.isoformat(), until=after.isoformat())) == 4
     assert listed_ids(idle_history, since=after.isoformat()) == []
+    # The times shown are the times filtered on: a job's own submitted_at includes it.
+    shown = idle_history.get(f"/status/{adds[1]}").get_json()["submitted_at"]
+    assert adds[1] in listed_ids(idle_history, since=shown, until=shown)
     assert listed_ids(idle_history, name="add", state="QUEUED", owner="anonymous") == [adds[2], adds[1]]
 
 
@@ -293,7 +295,7 @@ def test_an_input_that_no_longer_fits_the_model_is_a_422_naming_the_field(histor
 
 
 def test_an_input_over_the_cap_is_listed_but_not_kept_and_says_why(redis_server):
-    client = make_app(fresh_db(redis_server, IDLE_HISTORY_DB), JOB_INPUT_MAX_BYTES="10").test_client()
+    client = make_app(empty_db(redis_server, IDLE_HISTORY_DB), JOB_INPUT_MAX_BYTES="10").test_client()
     task_id = submit(client, "/add", {"x": 123456, "y": 654321})
     client.post(f"/status/{task_id}/cancel")
     [job] = listing(client)["jobs"]
@@ -312,11 +314,13 @@ def test_two_bulk_retries_at_once_retry_each_failure_once(history):
     ]
     for task_id in failures:
         wait_for_state(history, task_id, {states.FAILURE})
+    # The 20 and no other: not earlier tests' jobs, nor retries that fail while the bulk runs.
     since = history.get(f"/status/{failures[0]}").get_json()["submitted_at"]
+    until = history.get(f"/status/{failures[-1]}").get_json()["submitted_at"]
     outcomes: list[dict] = []
 
     def bulk_retry():
-        response = history.post("/jobs/retry", json={"name": "long_task", "since": since})
+        response = history.post("/jobs/retry", json={"name": "long_task", "since": since, "until": until})
         assert response.status_code == 200, response.get_json()
         outcomes.append(response.get_json())
 
@@ -334,7 +338,7 @@ def test_two_bulk_retries_at_once_retry_each_failure_once(history):
 
 
 def test_a_bulk_action_stops_at_its_limit_and_says_there_is_more(redis_server):
-    client = make_app(fresh_db(redis_server, IDLE_HISTORY_DB), BULK_ACTION_MAX_JOBS="3").test_client()
+    client = make_app(empty_db(redis_server, IDLE_HISTORY_DB), BULK_ACTION_MAX_JOBS="3").test_client()
     ids = [submit(client, "/add", {"x": i, "y": 0}) for i in range(5)]
     first = client.post("/jobs/cancel", json={"name": "add"}).get_json()
     assert first["done"] == 3 and first["more"] and first["limit"] == 3
@@ -358,7 +362,7 @@ def test_bulk_actions_refuse_states_they_cannot_act_on(idle_history):
 
 
 def test_a_submit_whose_publish_fails_leaves_no_listed_job(redis_server):
-    url = fresh_db(redis_server, IDLE_HISTORY_DB)
+    url = empty_db(redis_server, IDLE_HISTORY_DB)
     broken = make_app(url, BROKER_URL=f"redis://127.0.0.1:{free_port()}/0").test_client()
     assert broken.post("/add", json={"x": 1, "y": 2}).status_code == 503
     assert listing(make_app(url).test_client())["jobs"] == []
@@ -366,7 +370,7 @@ def test_a_submit_whose_publish_fails_leaves_no_listed_job(redis_server):
 
 
 def test_the_index_ends_with_its_jobs_and_does_not_grow(redis_server, start_worker):
-    url = fresh_db(redis_server, EXPIRY_DB)
+    url = empty_db(redis_server, EXPIRY_DB)
     settings = {"RESULT_EXPIRES": "2", "JOB_INDEX_TRIM_SECONDS": "0.5"}
     start_worker(url, **settings)
     client = make_app(url, **settings).test_client()
@@ -386,7 +390,7 @@ def test_the_index_ends_with_its_jobs_and_does_not_grow(redis_server, start_work
 
 
 def test_a_listing_skips_an_expired_job_before_it_is_trimmed(redis_server):
-    client = make_app(fresh_db(redis_server, IDLE_HISTORY_DB), RESULT_EXPIRES="1").test_client()
+    client = make_app(empty_db(redis_server, IDLE_HISTORY_DB), RESULT_EXPIRES="1").test_client()
     submit(client, "/add", {"x": 1, "y": 1})
     time.sleep(2.1)
     assert listing(client)["jobs"] == []

@@ -26,16 +26,14 @@ RETRYABLE_STATES = frozenset(get_args(RetryableState))
 CANCELLABLE_STATES = frozenset(get_args(CancellableState))
 
 
-class JobFilters(BaseModel):
-    """The filters of a listing, a count or a bulk action (query string or JSON body)."""
+class _Filters(BaseModel):
+    """What every filter has; each kind below says which states its `state` may name."""
 
     # Not strict, even in a JSON body: JSON has no datetime type, ISO text is how one is sent
     # (validate_input honours it).
     model_config = ConfigDict(extra="forbid", strict=False)
 
-    state: list[states.JobState] | None = Field(
-        None, description="One or several states, comma-separated or repeated: `FAILURE,REVOKED`."
-    )
+    state: Any = None
     name: str | None = Field(None, min_length=1, max_length=200, description="The task's name.")
     owner: str | None = Field(
         None, min_length=1, max_length=200, description="Who submitted: a client id, `anonymous`, `cli` or `code`."
@@ -75,13 +73,21 @@ class JobFilters(BaseModel):
         )
 
 
-class RetryFilters(JobFilters):
+class JobFilters(_Filters):
+    """The filters of a listing or a count (query string)."""
+
+    state: list[states.JobState] | None = Field(
+        None, description="One or several states, comma-separated or repeated: `FAILURE,REVOKED`."
+    )
+
+
+class RetryFilters(_Filters):
     """The jobs a bulk retry acts on: those of the filters not retried yet."""
 
     state: list[RetryableState] | None = Field(None, description="FAILURE, REVOKED, or both (the default).")
 
 
-class CancelFilters(JobFilters):
+class CancelFilters(_Filters):
     """The jobs a bulk cancel acts on: those of the filters not ended."""
 
     state: list[CancellableState] | None = Field(

@@ -1,7 +1,7 @@
 """The job index: every job, findable by state, task name, owner and submit time.
 
 One Redis sorted set per combination of (state, task name, owner) holds the ids of
-the jobs in it, scored by submit time in microseconds: `jobs:index:FAILURE|add|cli`.
+the jobs in it, scored by submit time in milliseconds: `jobs:index:FAILURE|add|cli`.
 A job is in exactly one of them, so the index costs one sorted-set entry per job
 (about 120 bytes), and a state change moves one entry. The set `jobs:index` names
 the combinations that have jobs; there are a few dozen, however many jobs there are.
@@ -265,8 +265,10 @@ MAX_PAGE_SIZE = 200
 
 
 def score_of(epoch_seconds: float) -> int:
-    """The index score of a submit time: microseconds since the epoch (exact in a double)."""
-    return int(epoch_seconds * 1_000_000)
+    """The index score of a submit time: milliseconds since the epoch, the precision of the
+    times the API shows, so `until=<a job's submitted_at>` includes that job. Jobs of one
+    millisecond are ordered by id."""
+    return int(epoch_seconds * 1000)
 
 
 def index_key(state: str, name: str, owner: str) -> str:

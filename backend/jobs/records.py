@@ -203,8 +203,9 @@ class JobRecords:
         The input is kept for a retry, unless its JSON is over input_max_bytes: then only
         its size is, and the job cannot be retried (its status says so).
         """
-        now = time.time() if now is None else now
-        fields = {"name": task_name, "state": states.QUEUED, "owner": owner, "submitted_at": epoch_iso(now)}
+        score = score_of(time.time() if now is None else now)
+        # The time shown and the score are the same millisecond.
+        fields = {"name": task_name, "state": states.QUEUED, "owner": owner, "submitted_at": epoch_iso(score / 1000)}
         encoded = json.dumps(job_input, separators=(",", ":"), default=str)
         size = len(encoded.encode())
         if size <= self.input_max_bytes:
@@ -213,7 +214,7 @@ class JobRecords:
             fields["input_bytes"] = str(size)
         if retry_of:
             fields["retry_of"] = retry_of
-        return score_of(now), [part for field in fields.items() for part in field]
+        return score, [part for field in fields.items() for part in field]
 
     def create(
         self,
