@@ -14,8 +14,10 @@ import redis
 from devtools.redis_server import RedisServer, free_port
 from tests.helpers import (
     FLOWER_AUTH,
+    IDLE_DB,
     PROJECT_ROOT,
     QUEUE,
+    WORKER_DB,
     Process,
     db_url,
     launch_gunicorn,
@@ -36,12 +38,12 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def worker_redis_url(redis_server):
-    return db_url(redis_server, 0)
+    return db_url(redis_server, WORKER_DB)
 
 
 @pytest.fixture(scope="session")
 def idle_redis_url(redis_server):
-    return db_url(redis_server, 1)
+    return db_url(redis_server, IDLE_DB)
 
 
 # Named apart from the function it returns, which this module imports (and the fixtures

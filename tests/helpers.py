@@ -61,8 +61,29 @@ def service_env(redis_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+# The session Redis' databases, one per purpose, so that no test sees another's jobs.
+(
+    WORKER_DB,  # the session's worker consumes it
+    IDLE_DB,  # no worker: jobs stay QUEUED
+    BEAT_DB,
+    TRACING_DB,
+    HISTORY_DB,  # the job history's worker
+    IDLE_HISTORY_DB,
+    EXPIRY_DB,
+    CLI_DB,
+    METRICS_DB,
+) = range(9)
+
+
 def db_url(server: RedisServer, db: int) -> str:
     return f"redis://127.0.0.1:{server.port}/{db}"
+
+
+def empty_db(server: RedisServer, db: int) -> str:
+    """The URL of database `db`, emptied first."""
+    url = db_url(server, db)
+    redis.Redis.from_url(url).flushdb()
+    return url
 
 
 def make_app(redis_url: str, **overrides: str):

@@ -6,16 +6,23 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-import redis
 
 from backend.jobs import states
 from devtools.redis_server import free_port
-from tests.helpers import PROJECT_ROOT, VENV_BIN, db_url, make_app, service_env, wait_for_state, wait_until
+from tests.helpers import (
+    CLI_DB,
+    PROJECT_ROOT,
+    VENV_BIN,
+    empty_db,
+    make_app,
+    service_env,
+    wait_for_state,
+    wait_until,
+)
 
 # A database of the session's Redis that only this module uses, emptied for each test
 # that takes it: listings count, and bulk actions act on, every job of their database.
 # No worker consumes it: its jobs stay QUEUED.
-EMPTY_IDLE_DB = 7
 
 
 def invoke(app, *args: str):
@@ -48,9 +55,7 @@ def succeeds(result) -> list[str]:
 
 @pytest.fixture
 def empty_idle_url(redis_server):
-    url = db_url(redis_server, EMPTY_IDLE_DB)
-    redis.Redis.from_url(url).flushdb()
-    return url
+    return empty_db(redis_server, CLI_DB)
 
 
 @pytest.fixture

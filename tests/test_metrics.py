@@ -4,17 +4,15 @@ import socket
 import time
 
 import pytest
-import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from backend.jobs import states
 from devtools.redis_server import free_port
-from tests.helpers import db_url
+from tests.helpers import METRICS_DB, empty_db
 
 # A database of the session's Redis that only this module uses, emptied for each test
 # that takes it: the job gauges count every job of their database. No worker consumes it.
-EMPTY_IDLE_DB = 8
 
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:
@@ -54,9 +52,7 @@ def job_gauges(metrics: dict) -> dict[tuple[str, str], float]:
 
 @pytest.fixture
 def empty_idle_url(redis_server):
-    url = db_url(redis_server, EMPTY_IDLE_DB)
-    redis.Redis.from_url(url).flushdb()
-    return url
+    return empty_db(redis_server, METRICS_DB)
 
 
 @pytest.fixture

@@ -16,11 +16,10 @@ from backend.ops.health import BEAT_NODE_PREFIX
 from backend.taskqueue.periodic import HEARTBEAT_KEY, HEARTBEAT_TASK, last_heartbeat, record_heartbeat
 from config import ConfigError, load_config
 from devtools.redis_server import free_port
-from tests.helpers import Process, db_url, launch_worker, service_env, wait_until
+from tests.helpers import BEAT_DB, Process, db_url, launch_worker, service_env, wait_until
 
 # A database of its own: beat's heartbeats must not reach the session worker's (db 0)
 # nor the idle one (db 1), whose tests count what is queued there.
-BEAT_DB = 2
 TOKEN = "t" * 40
 # No worker answers on the idle database: do not wait the default second for one.
 NO_WORKER = {"READYZ_PING_TIMEOUT": "0.2"}

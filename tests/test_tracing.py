@@ -6,10 +6,9 @@ import uuid
 import pytest
 import requests
 
-from tests.helpers import Process, db_url, launch_worker, wait_for_state, wait_until
+from tests.helpers import TRACING_DB, Process, db_url, launch_worker, wait_for_state, wait_until
 
 # A database of its own: the task must run on the JSON-logging worker, not the session's.
-TRACING_DB = 3
 
 
 def test_a_sane_client_request_id_is_echoed(client):
