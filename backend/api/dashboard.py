@@ -3,7 +3,7 @@ server's job history and submits, follows, cancels and retries jobs through the 
 API, from the browser.
 
 The page holds no secret and calls nothing on the server side, so it is served without
-a token; the API calls it makes carry the user's token (see dashboard.js).
+a token; the API calls it makes carry the user's token (backend/static/api.js).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ bp = Blueprint("dashboard", __name__)
 @bp.get("/")
 def index() -> Response:
     # The states and which of them end, retry or cancel are written into the page, so
-    # dashboard.js reads them from the server instead of keeping copies.
+    # The page's scripts (backend/static/job_states.js) read them here instead of keeping copies.
     page = render_template(
         "dashboard.html",
         flower_url=current_app.config["FLOWER_URL"],
