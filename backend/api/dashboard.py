@@ -27,7 +27,7 @@ bp = Blueprint("dashboard", __name__)
 @bp.get("/")
 def index() -> Response:
     # The states and which of them end, retry or cancel are written into the page, so
-    # The page's scripts (backend/static/job_states.js) read them here instead of keeping copies.
+    # the page's scripts (backend/static/job_states.js) read them instead of keeping copies.
     page = render_template(
         "dashboard.html",
         flower_url=current_app.config["FLOWER_URL"],
