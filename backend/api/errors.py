@@ -1,7 +1,9 @@
 """One error shape for every failure: {"error": {"code", "message", "details"?}}.
 
 No HTML error page and no traceback ever reaches a client; anything a client
-can cause is a 4xx, and a Redis outage is a fast 503 with Retry-After.
+can cause is a 4xx, and a Redis outage is a fast 503 with Retry-After: code
+`service_unavailable` when Redis does not answer, `redis_full` when it answers but
+refuses writes at its memory limit (reads still work then).
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from backend.jobs.errors import REDIS_UNAVAILABLE, ServiceError
+from backend.jobs.errors import REDIS_FULL_MESSAGE, REDIS_UNAVAILABLE, ServiceError, is_redis_full
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +49,19 @@ def handle_http_exception(exc: HTTPException) -> Response:
     return error_response(exc.code or 500, _code_for(exc), exc.description or exc.name, headers=headers)
 
 
-def handle_redis_unavailable(exc: Exception) -> Response:
-    log.warning("Redis unavailable: %s", exc)
-    return error_response(
-        503,
-        "service_unavailable",
-        "the task queue is unavailable; retry later",
-        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
-    )
+def handle_redis_error(exc: Exception) -> Response:
+    """Redis did not answer, or refused a write at its memory limit: a 503 either way.
+    Any other error Redis answered (a bug of ours, such as WRONGTYPE) stays a 500."""
+    retry_after = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)}
+    if is_redis_full(exc):
+        log.warning("Redis full: %s", exc)
+        return error_response(503, "redis_full", f"the task queue is full ({REDIS_FULL_MESSAGE}); retry later",
+                              headers=retry_after)
+    if isinstance(exc, REDIS_UNAVAILABLE):
+        log.warning("Redis unavailable: %s", exc)
+        return error_response(503, "service_unavailable", "the task queue is unavailable; retry later",
+                              headers=retry_after)
+    return handle_unexpected(exc)
 
 
 def handle_unexpected(exc: Exception) -> Response:
@@ -64,6 +72,7 @@ def handle_unexpected(exc: Exception) -> Response:
 def init_app(app: Flask) -> None:
     app.register_error_handler(ServiceError, handle_service_error)
     app.register_error_handler(HTTPException, handle_http_exception)
-    for unavailable in REDIS_UNAVAILABLE:
-        app.register_error_handler(unavailable, handle_redis_unavailable)
+    # ResponseError: Redis' refusal at maxmemory comes as one of its kinds (is_redis_full).
+    for redis_error in (*REDIS_UNAVAILABLE, redis.exceptions.ResponseError):
+        app.register_error_handler(redis_error, handle_redis_error)
     app.register_error_handler(Exception, handle_unexpected)

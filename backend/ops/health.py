@@ -1,4 +1,4 @@
-"""Readiness: is Redis answering, is a worker answering, is celery beat sending?
+"""Readiness: is Redis answering and taking writes, is a worker answering, is celery beat sending?
 
 Used by GET /readyz and `flask workers`."""
 
@@ -12,6 +12,7 @@ from typing import Any, cast
 from flask import Flask, current_app
 
 from backend.jobs import extensions
+from backend.jobs.errors import REDIS_FULL_MESSAGE
 from backend.jobs.timestamps import epoch_iso
 from backend.taskqueue.periodic import last_heartbeat
 from config import BEAT_NODE_PREFIX
@@ -85,20 +86,18 @@ def _ping_workers() -> list[str]:
 
 
 def readiness() -> tuple[bool, dict[str, Any]]:
-    """Ready when Redis answers a PING and at least one worker answers a ping.
+    """Ready when Redis answers a PING, is below its memory limit, and at least one
+    worker answers a ping.
 
+    A full Redis (used memory at maxmemory: noeviction refuses every write) is not
+    ready: every submit would be a 503 `redis_full`, although reads still answer.
+    The workers are not pinged then: a ping's reply queue is a write Redis refuses.
     The heartbeat is reported, not required: the API serves every request
     without celery beat, and taking every API instance out of the load balancer
     because the one beat stopped would turn a missed schedule into an outage.
     """
-    redis_check: dict[str, Any] = {"ok": False}
+    redis_check = redis_readiness()
     workers_check: dict[str, Any] = {"ok": False, "count": 0, "names": []}
-    started = time.perf_counter()
-    try:
-        extensions.job_records().client.ping()
-        redis_check = {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
-    except Exception as exc:  # any failure means not ready; say which
-        redis_check["error"] = f"{type(exc).__name__}: {exc}"
     if redis_check["ok"]:
         try:
             names, age = worker_pings().names(_ping_workers)
@@ -107,10 +106,31 @@ def readiness() -> tuple[bool, dict[str, Any]]:
                 workers_check["error"] = "no worker answered a ping"
         except Exception as exc:
             workers_check["error"] = f"{type(exc).__name__}: {exc}"
+    elif redis_check.get("full"):
+        workers_check["error"] = "not checked: Redis is full"
     else:
         workers_check["error"] = "not checked: Redis is unavailable"
-    checks = {"redis": redis_check, "workers": workers_check, "heartbeat": heartbeat_check(redis_check["ok"])}
+    # The heartbeat is a read: a full Redis still answers it.
+    answers = redis_check["ok"] or bool(redis_check.get("full"))
+    checks = {"redis": redis_check, "workers": workers_check, "heartbeat": heartbeat_check(answers)}
     return redis_check["ok"] and workers_check["ok"], checks
+
+
+def redis_readiness() -> dict[str, Any]:
+    """Redis answers a PING, and its used memory is below maxmemory (0: no limit)."""
+    client = extensions.job_records().client
+    started = time.perf_counter()
+    try:
+        client.ping()
+        check: dict[str, Any] = {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+        memory = client.info("memory")
+    except Exception as exc:  # any failure means not ready; say which
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    used, limit = int(memory["used_memory"]), int(memory.get("maxmemory") or 0)
+    check.update(used_memory=used, maxmemory=limit)
+    if limit and used >= limit:
+        check.update(ok=False, full=True, error=REDIS_FULL_MESSAGE)
+    return check
 
 
 def heartbeat_check(redis_ok: bool) -> dict[str, Any]:

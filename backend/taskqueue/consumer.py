@@ -1,4 +1,4 @@
-"""The worker's consumer: Celery's, with three changes (config: worker_consumer).
+"""The worker's consumer: Celery's, with four changes (config: worker_consumer).
 
 - A job whose message arrives without a record (sent by code that does not use our
   task class: `celery call`, `send_task`) gets one when the worker receives it, so
@@ -8,6 +8,11 @@
 - It reconnects to Redis within a second of its return. kombu retries a lost
   broker connection after 2, 4, 6 ... up to 30 seconds, so a worker could stay
   idle for half a minute after Redis is back, and Celery has no setting for it.
+- A Redis at its memory limit never stops it. The writes of its main process that a
+  full Redis refuses are paused where they happen (backend/taskqueue/transport.py,
+  leases.py; the task's own in results.py); should one still reach the consumer, it
+  is a connection-level error: the consumer reconnects, where Celery stopped the
+  worker ("Unrecoverable error: OutOfMemoryError").
 - Tasks it hands back on shutdown (cancelled after the soft-shutdown grace
   period, to go back on the queue) are not counted as deliveries that died:
   otherwise a few rolling deploys would fail a healthy long task with
@@ -20,15 +25,18 @@ import logging
 from functools import partial
 from typing import Any
 
+import redis
 from celery.signals import task_received
 from celery.worker.consumer import Consumer
 from celery.worker.state import active_requests
 
-from backend.jobs.errors import REDIS_UNAVAILABLE
+from backend.jobs.errors import REDIS_UNAVAILABLE, is_redis_full
 from backend.taskqueue.task import RECORDED_HEADER
 
 logger = logging.getLogger(__name__)
 
+# The refusals of a full Redis that kombu's own writes raise (a command, or an EXEC).
+REDIS_FULL_ERRORS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ExecAbortError)
 # Seconds between reconnect attempts: first, step, and cap.
 RECONNECT_INTERVALS = {"interval_start": 0.5, "interval_step": 0.5, "interval_max": 1.0}
 
@@ -36,6 +44,8 @@ RECONNECT_INTERVALS = {"interval_start": 0.5, "interval_step": 0.5, "interval_ma
 class JobsConsumer(Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # What start() recovers from by reconnecting; anything else ends the worker.
+        self.connection_errors: tuple[type[BaseException], ...] = (*self.connection_errors, *REDIS_FULL_ERRORS)
         # Worker-only: connected by the worker's own consumer, never in an API process.
         task_received.connect(record_received_job, weak=False, dispatch_uid=f"{__name__}.record_received_job")
 
@@ -63,6 +73,8 @@ def record_received_job(sender: Any, request: Any, **_: Any) -> None:
         return  # unknown to this worker (Celery rejects it), or internal (no records)
     try:
         task.records.create_if_missing(request.id, request.name, task.input_of(request.args, request.kwargs))
-    except REDIS_UNAVAILABLE as exc:
+    except Exception as exc:
+        if not (isinstance(exc, REDIS_UNAVAILABLE) or is_redis_full(exc)):
+            raise
         # The start script writes the record when the job starts; until then it is a 404.
         logger.warning("could not record received job %s: %r", request.id, exc)

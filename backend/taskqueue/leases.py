@@ -24,11 +24,25 @@ from typing import Any
 from celery import bootsteps
 from celery.concurrency.solo import TaskPool as SoloPool
 
+from backend.taskqueue.transport import ADDS_NOTHING_FIRST
+
 logger = logging.getLogger(__name__)
 
 # Renew this many times per visibility timeout: several renewals can be
 # missed (a slow Redis, a busy event loop) before a live worker loses a message.
 RENEWALS_PER_TIMEOUT = 6
+
+# The held messages (ARGV[2:]) still unacknowledged, rescored to ARGV[1]; never re-adds an
+# acknowledged one. A rescore adds no data, so it starts as transport.ADDS_NOTHING_FIRST
+# says and a full Redis runs it: a lease that lapsed while Redis refused ZADD would hand
+# the job this worker still runs to another worker once memory is freed.
+_RENEW = ADDS_NOTHING_FIRST + """
+local renewed = 0
+for i = 2, #ARGV do
+  renewed = renewed + redis.call('ZADD', KEYS[1], 'XX', 'CH', ARGV[1], ARGV[i])
+end
+return renewed
+"""
 
 
 class RenewLeases(bootsteps.StartStopStep):
@@ -87,9 +101,8 @@ def renew_leases(channel: Any) -> int:
         return 0
     try:
         with channel.conn_or_acquire() as client:
-            # XX: only rescore messages still unacknowledged; never re-add an acked one.
-            renewed: int = client.zadd(channel.unacked_index_key, dict.fromkeys(tags, time.time()), xx=True, ch=True)
-            return renewed
+            renewed = client.register_script(_RENEW)(keys=[channel.unacked_index_key], args=[time.time(), *tags])
+            return int(renewed)
     except channel.connection_errors + channel.channel_errors as exc:
         # The consumer reconnects on its own; missed renewals are what the
         # margin of RENEWALS_PER_TIMEOUT is for.

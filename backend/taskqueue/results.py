@@ -11,17 +11,62 @@ thread's connection, about 170 bytes each, growing without bound (celery#6963,
 #4983, #3808).
 AsyncResult.get() still works: it subscribes when it is called, then reads the
 stored state, so it cannot miss a result that arrived first.
+
+A state a worker stores while Redis is full (noeviction at maxmemory) waits until Redis
+takes it (wait_while_full): the job neither fails nor loses its result because memory
+ran out, and its message is acknowledged only after the store (late acks).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
 
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
 
 from backend.jobs import states
+from backend.jobs.errors import is_redis_full
 from backend.jobs.records import JobRecords
+
+logger = logging.getLogger(__name__)
+
+# Seconds between two tries of a write a full Redis refused: once memory is freed, a
+# paused worker goes on within this (docs/reliability.md: within 5 s).
+FULL_RETRY_SECONDS = 0.5
+# Seconds between two warnings that a write still waits.
+FULL_WARNING_SECONDS = 30.0
+
+T = TypeVar("T")
+
+
+def wait_while_full(write: Callable[[], T], what: str) -> T:
+    """`write()`, tried again every FULL_RETRY_SECONDS while Redis refuses it because it
+    is full; any other error is raised. For a worker only: the job it runs waits (its
+    message stays held and leased, backend/taskqueue/leases.py), where an API request
+    answers 503 `redis_full` instead."""
+    refused_at: float | None = None
+    warned_at = 0.0
+    while True:
+        try:
+            done = write()
+        except Exception as exc:
+            if not is_redis_full(exc):
+                raise
+            now = time.monotonic()
+            if refused_at is None:
+                refused_at = now
+            if now - warned_at >= FULL_WARNING_SECONDS:
+                warned_at = now
+                logger.warning("Redis is full: %s waits until memory is freed (%s: %s)", what, type(exc).__name__, exc)
+            time.sleep(FULL_RETRY_SECONDS)
+            continue
+        if refused_at is not None:
+            logger.info("Redis took %s after %.1f s full", what, time.monotonic() - refused_at)
+        return done
 
 
 def index_state(celery_state: str) -> str | None:
@@ -60,10 +105,16 @@ class JobsResultBackend(RedisBackend):
         if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
             raise BackendStoreError("value too large for Redis backend", state=state, task_id=task_id)
         expires = self.failure_expires if state == states.FAILURE else self.expires
-        self.ensure(
+        store = partial(
+            self.ensure,
             self.records.store_state,
             (task_id, self.get_key_for_task(task_id), value, int(expires or 0), index_state(state)),
         )
+        if request is None:
+            # Not a worker's: the API's cancel, whose client gets a 503 if Redis is full.
+            store()
+        else:
+            wait_while_full(store, f"the {state} state of job {task_id}")
         return result
 
     def _set(self, key: bytes | str, value: bytes | str, expires: int | None = None) -> None:

@@ -5,6 +5,10 @@ also refuses a job cancelled while queued and a job whose earlier deliveries all
 died with their worker. While it runs, a task reports progress and checks for a
 cooperative cancel. Publishing writes the record first, so a job's id is known
 (QUEUED) before any worker can see its message.
+
+In a worker, every write of a job's own (its start, its progress and states, a
+retry's resend) waits while Redis is full (results.wait_while_full): a job pauses
+there, it does not fail.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+from functools import partial
 from typing import Any
 
 from celery import Task
@@ -21,6 +26,7 @@ from celery.utils import uuid
 
 from backend.jobs import states
 from backend.jobs.records import CODE_OWNER, JobRecords
+from backend.taskqueue.results import wait_while_full
 
 # In the headers of every message RecordedTask publishes: its job's record exists already,
 # so the worker that receives it need not ask Redis (backend/taskqueue/consumer.py).
@@ -73,8 +79,12 @@ class RecordedTask(Task):
         if not (record_written or resent):
             self.records.create(job_id, self.name, owner=owner, job_input=self.input_of(args, kwargs))
         options["headers"] = {**(options.get("headers") or {}), RECORDED_HEADER: True}
+        publish = partial(super().apply_async, args, kwargs, task_id=job_id, **options)
         try:
-            return super().apply_async(args, kwargs, task_id=job_id, **options)
+            if resent:
+                # Sent by its worker (Task.retry): a full Redis pauses the job, as its states do.
+                return wait_while_full(publish, f"the retry of job {job_id}")
+            return publish()
         except BaseException:
             if not resent:
                 self.records.delete(job_id)
@@ -96,13 +106,15 @@ class RecordedTask(Task):
         """Called by the worker before run(): stop here if cancelled while queued,
         or if every earlier delivery died with its worker (a task that kills it)."""
         request = self.request
-        deliveries = self.records.start_unless_cancelled(
+        start = partial(
+            self.records.start_unless_cancelled,
             request.id,
             self.name,
             request.retries or 0,
             started=self._started_state(),
             job_input=self.input_of(request.args, request.kwargs),
         )
+        deliveries = wait_while_full(start, f"the start of job {request.id}")
         if not deliveries:
             self.end_revoked("cancelled before it started")
         if deliveries > self.max_deliveries:

@@ -1,4 +1,5 @@
-"""The broker transport: kombu's Redis transport, with one redis-py client per channel.
+"""The broker transport: kombu's Redis transport, with one redis-py client per channel,
+and a message a worker takes recorded even when Redis is full.
 
 kombu builds a new `redis.Redis` object for every publish, ack and requeue
 (`Channel.conn_or_acquire`), and building one is not cheap in redis-py 6+: it
@@ -10,20 +11,94 @@ rediss:// broker URLs (use_for_redis_urls).
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from time import time
+from typing import Any
 
 import redis
-from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 from kombu.utils.objects import cached_property
 
+from backend.jobs.errors import is_redis_full
+
+logger = logging.getLogger(__name__)
+
+# Redis at maxmemory (noeviction) refuses the first write of a script that may add data,
+# not the writes after it: a script is atomic, so once it has written it runs to its end
+# (Redis' and Valkey's script.c; a script with a `#!lua` line is refused whole instead,
+# and Redis 6 has none). A script that only moves or rescores what Redis already holds
+# starts with this write, which adds nothing, and a full Redis runs it to its end.
+ADDS_NOTHING_FIRST = "redis.call('ZREM', KEYS[1], '')\n"
+
+# The message BRPOP just took off its queue, recorded as unacknowledged: scored by time
+# in KEYS[1] (the index the visibility sweep reads), its payload in KEYS[2].
+_HOLD = ADDS_NOTHING_FIRST + """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+"""
+
+
+class QoS(kombu_redis.QoS):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # kombu is untyped
+        # Messages to put back on their queue that a full Redis refused (see reject).
+        self.requeue_refused: set[str] = set()
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """kombu's append, as one script a full Redis runs. kombu's own MULTI is refused
+        then, after BRPOP took the message off its queue: the message lived only in the
+        worker's memory, and the error stopped the worker ("Unrecoverable error:
+        OutOfMemoryError"). This moves a message Redis held; it adds none."""
+        delivery = message.delivery_info
+        payload = json.dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        with self.channel.conn_or_acquire() as client:
+            self.channel.hold_script(
+                keys=[self.unacked_index_key, self.unacked_key], args=[time(), delivery_tag, payload], client=client
+            )
+        # Skips kombu_redis.QoS.append (the MULTI) for the base class's bookkeeping.
+        virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]  # kombu is untyped
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        """kombu's reject; a requeue that a full Redis refuses (the job of a pool process
+        that died) is tried again by each sweep, the message held and leased meanwhile."""
+        try:
+            super().reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]  # kombu is untyped
+        except Exception as exc:
+            if not (requeue and is_redis_full(exc)):
+                raise
+            logger.warning("Redis is full: message %s goes back on its queue once memory frees", delivery_tag)
+            self.requeue_refused.add(delivery_tag)
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        """kombu's sweep of lapsed leases, after the requeues a full Redis refused; skipped
+        while Redis is full: its lock is a write a full Redis refuses (else an error with a
+        traceback every sweep, in the log), and so is a requeue. The next sweep runs."""
+        try:
+            for tag in tuple(self.requeue_refused):
+                super().reject(tag, requeue=True)  # type: ignore[no-untyped-call]  # kombu is untyped
+                self.requeue_refused.discard(tag)
+            super().restore_visible(*args, **kwargs)  # type: ignore[no-untyped-call]  # kombu is untyped
+        except Exception as exc:
+            if not is_redis_full(exc):
+                raise
+            logger.debug("visibility sweep skipped: Redis is full")
+
 
 class Channel(kombu_redis.Channel):
+    QoS = QoS
+
     @cached_property
     def _shared_client(self) -> redis.Redis:
         client: redis.Redis = self._create_client()  # type: ignore[no-untyped-call]  # kombu is untyped
         return client
+
+    @cached_property
+    def hold_script(self) -> Any:
+        return self._shared_client.register_script(_HOLD)
 
     @contextmanager
     def conn_or_acquire(self, client: redis.Redis | None = None) -> Iterator[redis.Redis]:
