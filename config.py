@@ -184,6 +184,11 @@ class BaseConfig:
         # Bearer tokens the API accepts, comma-separated (two during a rotation).
         # Unset: the API is open (development); production refuses to start without.
         self.API_TOKENS = tuple(t.strip() for t in env.text("API_TOKENS", "").split(",") if t.strip())
+        # The clients file: named clients with roles and hashed tokens (docs/clients.md); a
+        # relative path is from the project root. Set, the API asks for a token even while
+        # the file names no client yet. Unset: no named clients.
+        clients_file = env.raw("API_CLIENTS_FILE")
+        self.API_CLIENTS_FILE = str(PROJECT_ROOT / clients_file) if clients_file else None
         # Submits per client (API token, else address), Flask-Limiter syntax; "off" disables.
         self.SUBMIT_RATE_LIMIT = env.text("SUBMIT_RATE_LIMIT", type(self).SUBMIT_RATE_LIMIT)
         # Behind a reverse proxy, how many X-Forwarded-For hops to trust for the client address.
@@ -468,10 +473,11 @@ class ProductionConfig(BaseConfig):
             )
         if self.DEBUG:
             problems.append("FLASK_DEBUG is on: unset FLASK_DEBUG (the debugger runs code for anyone)")
-        if not self.API_TOKENS:
+        if not self.API_TOKENS and not self.API_CLIENTS_FILE:
             problems.append(
-                "API_TOKENS is unset: set API_TOKENS to one or more random tokens, comma-separated "
-                "(clients send Authorization: Bearer <token>)"
+                "API_TOKENS and API_CLIENTS_FILE are unset: the API would be open to anyone. Set "
+                "API_CLIENTS_FILE and add clients with `flask clients add NAME --role ROLE` "
+                "(docs/clients.md), or set API_TOKENS to one or more random tokens, comma-separated"
             )
         elif any(len(token) < 32 for token in self.API_TOKENS):
             problems.append(

@@ -28,8 +28,8 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     from flask import Flask
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from backend.api import errors, openapi, routes
-    from backend.api.auth import NoSessions, authenticate
+    from backend.api import auth, errors, openapi, routes
+    from backend.api.auth import NoSessions
     from backend.api.dashboard import bp as dashboard
     from backend.api.rate_limits import submit_limit
     from backend.jobs import extensions
@@ -52,7 +52,8 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     # First: every later hook (auth, limits, metrics) may end the request, and its
     # response must still carry the request id.
     tracing.init_app(app)
-    metrics.init_app(app, authenticate)
+    auth.init_app(app)
+    metrics.init_app(app, auth.authenticate_admin)
     if config.TRUSTED_PROXY_HOPS:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=config.TRUSTED_PROXY_HOPS, x_proto=config.TRUSTED_PROXY_HOPS
@@ -77,7 +78,7 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     health.init_app(app)
     make_celery(app, records)
 
-    spec = openapi.create_spec(bearer_auth=bool(config.API_TOKENS))
+    spec = openapi.create_spec(bearer_auth=bool(config.API_TOKENS or config.API_CLIENTS_FILE))
     app.register_blueprint(routes.create_blueprint(spec, submit_limit(app)))
     app.register_blueprint(dashboard)
     openapi.init_app(app, spec)

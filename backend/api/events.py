@@ -24,6 +24,7 @@ from typing import Any
 from flask import Response, current_app, request, stream_with_context
 
 from backend.jobs import extensions, service
+from backend.jobs.callers import Caller
 from backend.jobs.errors import REDIS_UNAVAILABLE, ServiceError
 from backend.jobs.states import FINAL_STATES
 from backend.jobs.status import JobStatus
@@ -44,12 +45,13 @@ END_EVENT_ID = "end"
 CLIENT_CHECK_SECONDS = 1.0
 
 
-def stream_response(job_id: str) -> Response:
-    """The event stream of a job; 404 / 503 JSON (raised) before any streaming starts."""
+def stream_response(job_id: str, caller: Caller) -> Response:
+    """The event stream of a job; 404 (unknown, or another client's) / 503 JSON (raised)
+    before any streaming starts."""
     if request.headers.get("Last-Event-ID") == END_EVENT_ID:
         # The client has seen the final state. Not for a cache to give to a first request.
         return Response(status=204, headers={"Cache-Control": "no-store"})
-    status = service.job_status(job_id)
+    status = service.job_status(job_id, caller=caller)
     watch = slot = None
     if status.state not in FINAL_STATES:
         # A stream holds a gunicorn thread until it ends: 503 when the process has none to spare.
@@ -57,7 +59,7 @@ def stream_response(job_id: str) -> Response:
         subscription = None
         try:
             subscription = extensions.subscriptions().subscription(service.status_channel(job_id))
-            watch = Watch(subscription, lambda: service.job_status(job_id))
+            watch = Watch(subscription, lambda: service.job_status(job_id, caller=caller))
             status = watch.status
         except BaseException:
             if subscription is not None:

@@ -17,10 +17,11 @@ from spectree import Response as Responses
 from spectree import SpecTree
 
 from backend.api import events
-from backend.api.auth import authenticate, current_client, may_see_details
+from backend.api.auth import authenticate, current_caller, current_client, may_see_details
 from backend.api.requests import json_body
 from backend.api.schemas import ErrorBody, Health, Readiness, Retried, StatusQuery, Submitted, TaskList
 from backend.jobs import history, service, states
+from backend.jobs.callers import Role
 from backend.jobs.errors import ServiceError
 from backend.jobs.history import BulkOutcome, CancelFilters, JobCounts, JobFilters, JobList, JobListQuery, RetryFilters
 from backend.jobs.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -32,16 +33,21 @@ from backend.ops.health import readiness
 
 View = Callable[..., Any]
 
-# 401 only when API_TOKENS is set; 429 only when SUBMIT_RATE_LIMIT is on.
+# 401 only when API_TOKENS or API_CLIENTS_FILE is set; 403 for a role below the route's;
+# 429 only when SUBMIT_RATE_LIMIT is on.
 SUBMIT_RESPONSES = {
-    f"HTTP_{code}": ErrorBody for code in (400, 401, 404, 413, 415, 422, 429, 503)
+    f"HTTP_{code}": ErrorBody for code in (400, 401, 403, 404, 413, 415, 422, 429, 503)
 } | {"HTTP_202": Submitted}
 STATUS_RESPONSES = {f"HTTP_{code}": ErrorBody for code in (401, 404, 422, 503)} | {"HTTP_200": JobStatus}
-CANCEL_RESPONSES = {f"HTTP_{code}": ErrorBody for code in (401, 404, 409, 503)} | {"HTTP_202": JobStatus}
-RETRY_RESPONSES = {f"HTTP_{code}": ErrorBody for code in (400, 401, 404, 409, 422, 429, 503)} | {"HTTP_202": Retried}
+CANCEL_RESPONSES = {f"HTTP_{code}": ErrorBody for code in (401, 403, 404, 409, 503)} | {"HTTP_202": JobStatus}
+RETRY_RESPONSES = {
+    f"HTTP_{code}": ErrorBody for code in (400, 401, 403, 404, 409, 422, 429, 503)
+} | {"HTTP_202": Retried}
 LIST_RESPONSES = {f"HTTP_{code}": ErrorBody for code in (401, 422, 503)} | {"HTTP_200": JobList}
 STATS_RESPONSES = {f"HTTP_{code}": ErrorBody for code in (401, 422, 503)} | {"HTTP_200": JobCounts}
-BULK_RESPONSES = {f"HTTP_{code}": ErrorBody for code in (400, 401, 413, 415, 422, 429, 503)} | {"HTTP_200": BulkOutcome}
+BULK_RESPONSES = {
+    f"HTTP_{code}": ErrorBody for code in (400, 401, 403, 413, 415, 422, 429, 503)
+} | {"HTTP_200": BulkOutcome}
 
 
 # --- views --------------------------------------------------------------------------------
@@ -104,19 +110,19 @@ def job_status(task_id: str) -> Response:
     """The job's status: the same object in every state; 404 for an unknown or expired id.
     With `?wait=<seconds>`, answers when the state or progress changes (long-poll)."""
     query = validate_input(StatusQuery, request.args.to_dict(), from_query=True)
-    return jsonify(service.wait_for_change(task_id, query.wait).model_dump(mode="json"))
+    return jsonify(service.wait_for_change(task_id, query.wait, caller=current_caller()).model_dump(mode="json"))
 
 
 def cancel_job(task_id: str) -> tuple[Response, int]:
     """Cancel: a queued job never runs; a running long task stops at its next step (REVOKED); 409 once ended."""
-    return jsonify(service.cancel(task_id).model_dump(mode="json")), 202
+    return jsonify(service.cancel(task_id, caller=current_caller()).model_dump(mode="json")), 202
 
 
 def retry_job(task_id: str) -> tuple[Response, int]:
     """Retry a FAILURE or REVOKED job: its task again, with its input, as a new job linked to it
     both ways (`retried_by`, `retry_of`). 409 if it has not failed or was retried already."""
     submission = history.retry(
-        task_id, client_id=current_client(), idempotency_key=request.headers.get(IDEMPOTENCY_HEADER)
+        task_id, caller=current_caller(), idempotency_key=request.headers.get(IDEMPOTENCY_HEADER)
     )
     status_url = url_for("api.job_status", task_id=submission.job_id)
     response = jsonify(task_id=submission.job_id, state=states.QUEUED, status_url=status_url, retry_of=task_id)
@@ -129,24 +135,25 @@ def retry_job(task_id: str) -> tuple[Response, int]:
 
 
 def list_jobs() -> Response:
-    """Every job the service knows, newest first, filtered, a page at a time, with counts per state.
+    """Every job the caller may see, newest first, filtered, a page at a time, with counts per state.
 
-    Jobs submitted over the API, from code (.delay(), apply_async), with celery call or by
-    beat all appear. Follow `next_cursor` for the next page: no job appears twice or is skipped."""
+    An admin sees every job: submitted over the API, from code (.delay(), apply_async), with
+    celery call or by beat. Another client sees its own. Follow `next_cursor` for the next
+    page: no job appears twice or is skipped."""
     query = validate_input(JobListQuery, _filter_arguments(), from_query=True)
-    return jsonify(history.list_jobs(query).model_dump(mode="json"))
+    return jsonify(history.list_jobs(query, caller=current_caller()).model_dump(mode="json"))
 
 
 def job_stats() -> Response:
     """Jobs per state for the filters (the same as GET /jobs takes, without paging)."""
     filters = validate_input(JobFilters, _filter_arguments(), from_query=True)
-    return jsonify(history.count_jobs(filters).model_dump(mode="json"))
+    return jsonify(history.count_jobs(filters, caller=current_caller()).model_dump(mode="json"))
 
 
 def retry_jobs() -> Response:
     """Retry the FAILURE and REVOKED jobs matching the filters in the JSON body (none: all),
     not retried yet, newest first: at most BULK_ACTION_MAX_JOBS (1,000) per call."""
-    outcome = history.retry_matching(validate_input(RetryFilters, json_body()), client_id=current_client())
+    outcome = history.retry_matching(validate_input(RetryFilters, json_body()), caller=current_caller())
     for job in outcome.jobs:
         metrics.count_submit(job["name"])
     return jsonify(outcome.model_dump(mode="json"))
@@ -155,7 +162,8 @@ def retry_jobs() -> Response:
 def cancel_jobs() -> Response:
     """Cancel the jobs matching the filters in the JSON body (none: every job not ended),
     newest first: at most BULK_ACTION_MAX_JOBS (1,000) per call."""
-    return jsonify(history.cancel_matching(validate_input(CancelFilters, json_body())).model_dump(mode="json"))
+    filters = validate_input(CancelFilters, json_body())
+    return jsonify(history.cancel_matching(filters, caller=current_caller()).model_dump(mode="json"))
 
 
 def _filter_arguments() -> dict[str, Any]:
@@ -173,7 +181,7 @@ def _filter_arguments() -> dict[str, Any]:
 
 def job_events(task_id: str) -> Response:
     """Live status over Server-Sent Events until the job ends (backend/api/events.py)."""
-    return events.stream_response(task_id)
+    return events.stream_response(task_id, current_caller())
 
 
 def healthz() -> Response:
@@ -206,7 +214,9 @@ class Route:
     json: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     submits: bool = False  # rate-limited as a submit
-    open: bool = False  # no token asked, even when API_TOKENS is set: the health checks
+    # The least role a caller needs (backend/api/auth.py checks it before the view runs).
+    role: Role = Role.READ
+    open: bool = False  # no token asked, even when authentication is on: the health checks
     # Not in the OpenAPI document through spectree (events.openapi_operation documents it).
     documented: bool = True
 
@@ -216,7 +226,7 @@ def submit_route(rule: str, endpoint: str, task: PublicTask, tags: tuple[str, ..
     body of a POST, or the query string of a GET (the seed's GET /longtask)."""
     view = submit_view(task, from_query=method == "GET")
     model = task.input_model
-    return Route(rule, endpoint, view, method, tags, SUBMIT_RESPONSES, submits=True,
+    return Route(rule, endpoint, view, method, tags, SUBMIT_RESPONSES, submits=True, role=Role.SUBMIT,
                  json=model if method == "POST" else None, query=model if method == "GET" else None)
 
 
@@ -231,22 +241,23 @@ def routes() -> list[Route]:
         submit_route("/add", "add_post", add, ("aliases",)),
         submit_route("/longtask", "longtask_get", long_task, ("aliases",), method="GET"),
         # Registered names match their own route first; this one answers the rest with a 404.
-        Route("/tasks/<name>", "submit_by_name", submit_by_name, "POST", submits=True, documented=False),
+        Route("/tasks/<name>", "submit_by_name", submit_by_name, "POST", submits=True, role=Role.SUBMIT,
+              documented=False),
         Route("/tasks", "list_tasks", list_tasks, tags=("tasks",),
               responses={"HTTP_200": TaskList, "HTTP_401": ErrorBody}),
         Route("/status/<task_id>", "job_status", job_status, tags=("status",), responses=STATUS_RESPONSES,
               query=StatusQuery),
         Route("/status/<task_id>/cancel", "cancel_job", cancel_job, "POST", tags=("status",),
-              responses=CANCEL_RESPONSES),
+              responses=CANCEL_RESPONSES, role=Role.SUBMIT),
         Route("/status/<task_id>/retry", "retry_job", retry_job, "POST", tags=("history",),
-              responses=RETRY_RESPONSES, submits=True),
+              responses=RETRY_RESPONSES, submits=True, role=Role.SUBMIT),
         Route("/status/<task_id>/events", "job_events", job_events, documented=False),
         Route("/jobs", "list_jobs", list_jobs, tags=("history",), responses=LIST_RESPONSES, query=JobListQuery),
         Route("/jobs/stats", "job_stats", job_stats, tags=("history",), responses=STATS_RESPONSES, query=JobFilters),
         Route("/jobs/retry", "retry_jobs", retry_jobs, "POST", tags=("history",), responses=BULK_RESPONSES,
-              json=RetryFilters, submits=True),
+              json=RetryFilters, submits=True, role=Role.ADMIN),
         Route("/jobs/cancel", "cancel_jobs", cancel_jobs, "POST", tags=("history",), responses=BULK_RESPONSES,
-              json=CancelFilters),
+              json=CancelFilters, role=Role.ADMIN),
         Route("/healthz", "healthz", healthz, tags=("health",), responses={"HTTP_200": Health}, open=True),
         Route("/readyz", "readyz", readyz, tags=("health",),
               responses={"HTTP_200": Readiness, "HTTP_503": Readiness}, open=True),
@@ -259,7 +270,8 @@ def create_blueprint(spec: SpecTree, limit_submits: Callable[[View], View]) -> B
     bp = Blueprint("api", __name__)
     table = routes()
     open_endpoints = frozenset(f"{bp.name}.{route.endpoint}" for route in table if route.open)
-    bp.before_request(lambda: authenticate(open_endpoints))
+    roles = {f"{bp.name}.{route.endpoint}": route.role for route in table}
+    bp.before_request(lambda: authenticate(open_endpoints, roles))
     for route in table:
         view = limit_submits(route.view) if route.submits else route.view
         if route.documented:

@@ -3,6 +3,7 @@ on many jobs at once. The API's /jobs routes, the CLI and the dashboard use thes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from flask import current_app
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from backend.jobs import extensions, service, states
+from backend.jobs.callers import Caller, Role
 from backend.jobs.errors import ServiceError
 from backend.jobs.index import MAX_PAGE_SIZE, Cursor, JobFilter
 from backend.jobs.inputs import JOB_ID, validate_input
@@ -36,7 +38,11 @@ class _Filters(BaseModel):
     state: Any = None
     name: str | None = Field(None, min_length=1, max_length=200, description="The task's name.")
     owner: str | None = Field(
-        None, min_length=1, max_length=200, description="Who submitted: a client id, `anonymous`, `cli` or `code`."
+        None,
+        min_length=1,
+        max_length=200,
+        description="Who submitted: a client's name, a `token-…` id, `anonymous`, `cli` or `code`. "
+        "A client that is not admin sees its own jobs only: another owner matches none.",
     )
     since: AwareDatetime | None = Field(None, description="Submitted at or after (ISO 8601 with a zone).")
     until: AwareDatetime | None = Field(None, description="Submitted at or before (ISO 8601 with a zone).")
@@ -139,9 +145,23 @@ def _result_prefix() -> bytes:
     return prefix
 
 
-def list_jobs(query: JobListQuery) -> JobList:
-    """A page of jobs, newest first, with the counts per state for the same filters."""
-    job_filter = query.job_filter()
+def visible(job_filter: JobFilter, caller: Caller) -> JobFilter | None:
+    """The filter narrowed to the jobs the caller may see: an admin's as it is, another
+    client's to its own jobs; None when it names another owner (then nothing matches,
+    as for an owner that never submitted: the caller learns nothing about it)."""
+    if caller.role is Role.ADMIN:
+        return job_filter
+    if job_filter.owner not in (None, caller.name):
+        return None
+    return dataclasses.replace(job_filter, owner=caller.name)
+
+
+def list_jobs(query: JobListQuery, *, caller: Caller) -> JobList:
+    """A page of the jobs the caller may see, newest first, with the counts per state
+    for the same filters."""
+    job_filter = visible(query.job_filter(), caller)
+    if job_filter is None:
+        return JobList(jobs=[], next_cursor=None, counts=dict.fromkeys(states.ALL_STATES, 0))
     cursor = Cursor.decode(query.cursor, job_filter) if query.cursor else None
     page = extensions.job_index().page(job_filter, query.limit, cursor, result_prefix=_result_prefix())
     return JobList(
@@ -151,21 +171,23 @@ def list_jobs(query: JobListQuery) -> JobList:
     )
 
 
-def count_jobs(filters: JobFilters) -> JobCounts:
-    counts = extensions.job_index().counts(filters.job_filter())
+def count_jobs(filters: JobFilters, *, caller: Caller) -> JobCounts:
+    job_filter = visible(filters.job_filter(), caller)
+    counts = dict.fromkeys(states.ALL_STATES, 0) if job_filter is None else extensions.job_index().counts(job_filter)
     return JobCounts(counts=counts, total=sum(counts.values()))
 
 
-def retry(job_id: str, *, client_id: str, idempotency_key: str | None = None) -> service.Submission:
-    """Submit the job's task again with its input, as a new job linked both ways.
+def retry(job_id: str, *, caller: Caller, idempotency_key: str | None = None) -> service.Submission:
+    """Submit the job's task again with its input, as a new job linked both ways, owned by
+    the caller; 404 for another client's job, as for an unknown id.
 
     409 unless it ended FAILURE or REVOKED and was not retried yet (atomically: two
     retries at once make one job); 422 if its input no longer fits the task's model.
     """
     record = extensions.job_records().get(job_id) if JOB_ID.fullmatch(job_id) else None
-    if record is None:
+    if record is None or not caller.sees(record.get("owner")):
         raise service.not_found(job_id)
-    return _retry_record(job_id, record, client_id=client_id, idempotency_key=idempotency_key)
+    return _retry_record(job_id, record, client_id=caller.name, idempotency_key=idempotency_key)
 
 
 def _retry_record(
@@ -206,8 +228,12 @@ class _Bulk:
         )
 
 
-def _matching(job_filter: JobFilter) -> Any:
-    """Every indexed job matching the filter, newest first, a page at a time."""
+def _matching(job_filter: JobFilter, caller: Caller) -> Any:
+    """Every indexed job matching the filter that the caller may see, newest first, a page at a time."""
+    scoped = visible(job_filter, caller)
+    if scoped is None:
+        return
+    job_filter = scoped
     index, prefix = extensions.job_index(), _result_prefix()
     cursor = None
     while True:
@@ -218,18 +244,18 @@ def _matching(job_filter: JobFilter) -> Any:
         cursor = page.next_cursor
 
 
-def retry_matching(filters: RetryFilters, *, client_id: str) -> BulkOutcome:
+def retry_matching(filters: RetryFilters, *, caller: Caller) -> BulkOutcome:
     """Retry the failed and revoked jobs matching the filters (those not retried yet),
     newest first, at most BULK_ACTION_MAX_JOBS per call."""
     bulk = _Bulk(current_app.config["BULK_ACTION_MAX_JOBS"])
-    for job in _matching(filters.job_filter(default_states=RETRYABLE_STATES)):
+    for job in _matching(filters.job_filter(default_states=RETRYABLE_STATES), caller):
         if "retried_by" in job.record:
             continue  # retried before: not a candidate, and costs this call nothing
         if len(bulk.jobs) >= bulk.limit:
             bulk.more = True
             break
         try:
-            submission = _retry_record(job.job_id, job.record, client_id=client_id)
+            submission = _retry_record(job.job_id, job.record, client_id=caller.name)
         except ServiceError as exc:
             if exc.status >= 500:
                 raise
@@ -240,18 +266,18 @@ def retry_matching(filters: RetryFilters, *, client_id: str) -> BulkOutcome:
     return bulk.outcome()
 
 
-def cancel_matching(filters: CancelFilters) -> BulkOutcome:
+def cancel_matching(filters: CancelFilters, *, caller: Caller) -> BulkOutcome:
     """Cancel the jobs matching the filters that have not ended, newest first, at most
     BULK_ACTION_MAX_JOBS per call."""
     bulk = _Bulk(current_app.config["BULK_ACTION_MAX_JOBS"])
-    for job in _matching(filters.job_filter(default_states=CANCELLABLE_STATES)):
+    for job in _matching(filters.job_filter(default_states=CANCELLABLE_STATES), caller):
         if "cancel_requested_at" in job.record:
             continue  # asked before; a running job stops at its next step
         if len(bulk.jobs) >= bulk.limit:
             bulk.more = True
             break
         try:
-            status = service.cancel(job.job_id)
+            status = service.cancel(job.job_id, caller=caller)
         except ServiceError as exc:
             if exc.status >= 500:
                 raise

@@ -11,6 +11,7 @@ from celery.utils import uuid
 from flask import current_app
 
 from backend.jobs import extensions, states
+from backend.jobs.callers import Caller
 from backend.jobs.errors import ServiceError
 from backend.jobs.idempotency import fingerprint, redis_key, replayed_job, validate_key
 from backend.jobs.inputs import JOB_ID, validate_input
@@ -108,8 +109,9 @@ def not_retryable_state(job_id: str, state: str) -> ServiceError:
     )
 
 
-def job_status(job_id: str) -> JobStatus:
-    """The job's status; 404 for an id never submitted or expired."""
+def job_status(job_id: str, *, caller: Caller) -> JobStatus:
+    """The job's status; 404 for an id never submitted or expired, and for another
+    client's job (the same 404: the caller does not learn that the id exists)."""
     # A malformed id was never submitted: answer 404 without asking Redis.
     if not JOB_ID.fullmatch(job_id):
         raise not_found(job_id)
@@ -117,7 +119,7 @@ def job_status(job_id: str) -> JobStatus:
     # Record and result in one round trip (both live in the result backend's Redis),
     # decoded as backend.get_task_meta() would: 301 -> 164 µs CPU per read, measured in-process.
     record, raw_meta = extensions.job_records().get_with(job_id, backend.get_key_for_task(job_id))
-    if record is None:
+    if record is None or not caller.sees(record.get("owner")):
         raise not_found(job_id)
     return status_from(job_id, record, raw_meta)
 
@@ -140,7 +142,7 @@ def status_channel(job_id: str) -> bytes:
     return key
 
 
-def wait_for_change(job_id: str, seconds: float) -> JobStatus:
+def wait_for_change(job_id: str, seconds: float, *, caller: Caller) -> JobStatus:
     """The job's status once its state or progress changes, or after `seconds`.
 
     Fed by the result backend's pub/sub (a Watch), not a sleep loop. A job that has
@@ -148,25 +150,25 @@ def wait_for_change(job_id: str, seconds: float) -> JobStatus:
     """
     seconds = min(seconds, current_app.config["STATUS_MAX_WAIT"])
     if seconds <= 0 or not JOB_ID.fullmatch(job_id):
-        return job_status(job_id)
+        return job_status(job_id, caller=caller)
     deadline = time.monotonic() + seconds
     # Subscribed before the first read, so Redis' confirmation arrives while the status
     # is read: one round trip less per long-poll than subscribing after it.
     with extensions.subscriptions().subscribed(status_channel(job_id)) as subscription:
-        first = job_status(job_id)
+        first = job_status(job_id, caller=caller)
         if first.state in states.FINAL_STATES:
             return first
         # A long-poll holds a gunicorn thread while it waits: 503 when the process has none to spare.
         with extensions.waiting_slots().take():
-            watch = Watch(subscription, lambda: job_status(job_id))
+            watch = Watch(subscription, lambda: job_status(job_id, caller=caller))
             while watch.status == first and (remaining := deadline - time.monotonic()) > 0:
                 watch.next_change(remaining)
             return watch.status
 
 
-def cancel(job_id: str) -> JobStatus:
+def cancel(job_id: str, *, caller: Caller) -> JobStatus:
     """Cancel a job: a queued one never runs; a running long task stops at its next step."""
-    status = job_status(job_id)
+    status = job_status(job_id, caller=caller)
     if status.state in states.FINAL_STATES:
         # "task" in the code and message: the HTTP API's wording, kept for its clients.
         raise ServiceError(409, "task_finished", f"task {job_id} already ended in state {status.state}")
@@ -176,4 +178,4 @@ def cancel(job_id: str) -> JobStatus:
         # kombu retries broadcasts without limit, so a cancel would hang while the
         # broker is down, and workers would keep every revoked id in memory.
         extensions.celery_app().backend.mark_as_revoked(job_id, "cancelled before it started")
-    return job_status(job_id)
+    return job_status(job_id, caller=caller)

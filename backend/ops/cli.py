@@ -9,6 +9,11 @@ backend/jobs/history.py, backend/ops/health.py):
     flask jobs cancel <id>
     flask jobs cancel --state QUEUED [--name add]
     flask workers                                     # each worker and the jobs it runs
+    flask clients add NAME --role submit              # prints a new token of the API client NAME
+    flask clients list
+    flask clients revoke NAME [--token ID]
+
+The jobs commands act as an admin (every job); what they submit or retry belongs to `cli`.
 
 The filters are GET /jobs's, validated by the same models; retry and cancel take a job
 id or filters, never both. Errors are the API's messages on stderr with exit status 1,
@@ -21,24 +26,30 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import redis
 from flask import Flask, current_app, g
 from flask.cli import AppGroup, with_appcontext
 from pydantic import BaseModel
 
 from backend.jobs import extensions, history, service
-from backend.jobs.errors import REDIS_UNAVAILABLE, ServiceError
+from backend.jobs.callers import ROLE_LABELS, Caller, Role
+from backend.jobs.errors import REDIS_FULL_MESSAGE, REDIS_UNAVAILABLE, ServiceError, is_redis_full
 from backend.jobs.history import BulkOutcome, CancelFilters, JobListQuery, RetryFilters
 from backend.jobs.index import MAX_PAGE_SIZE
 from backend.jobs.inputs import parse_json, validate_input
 from backend.jobs.status import JobStatus
 from backend.ops import tracing
+from backend.ops.clients import ClientsFile, ClientsFileError
 from backend.ops.health import readiness
 
 # Jobs submitted (and retried) here belong to this client (idempotency keys are per client).
 CLI_CLIENT = "cli"
+# An operator at the command line sees and acts on every job.
+CLI_CALLER = Caller(CLI_CLIENT, Role.ADMIN)
 # The options that select jobs, as GET /jobs names them.
 FILTERS = ("state", "name", "owner", "since", "until")
 
@@ -57,6 +68,10 @@ def service_errors() -> Iterator[None]:
         raise click.ClickException(exc.message) from None
     except REDIS_UNAVAILABLE as exc:
         raise click.ClickException(f"Redis is unavailable, retry later ({exc})") from None
+    except redis.RedisError as exc:
+        if not is_redis_full(exc):
+            raise
+        raise click.ClickException(f"{REDIS_FULL_MESSAGE}; retry later") from None
 
 
 def _echo_status(status: JobStatus) -> None:
@@ -115,7 +130,7 @@ def submit_command(task_name: str, payload: str) -> None:
     _trace()
     with service_errors():
         submission = service.submit(task_name, parse_json(payload), client_id=CLI_CLIENT)
-        status = service.job_status(submission.job_id)
+        status = service.job_status(submission.job_id, caller=CLI_CALLER)
     click.echo(submission.job_id)
     _echo_status(status)
 
@@ -131,7 +146,7 @@ def submit_command(task_name: str, payload: str) -> None:
 def status_command(job_id: str, wait: float) -> None:
     """Print the status of job JOB_ID (the API's status object)."""
     with service_errors():
-        status = service.wait_for_change(job_id, wait)
+        status = service.wait_for_change(job_id, wait, caller=CLI_CALLER)
     _echo_status(status)
 
 
@@ -150,7 +165,7 @@ def list_command(limit: str | None, cursor: str | None, as_json: bool, **filters
     arguments.update({name: value for name, value in (("limit", limit), ("cursor", cursor)) if value is not None})
     query = _validated(JobListQuery, arguments)
     with service_errors():
-        listing = history.list_jobs(query)
+        listing = history.list_jobs(query, caller=CLI_CALLER)
     if as_json:
         click.echo(json.dumps(listing.model_dump(mode="json")))
         return
@@ -204,14 +219,14 @@ def retry_command(job_id: str | None, **filters: Any) -> None:
     _trace()
     if job_id is not None:
         with service_errors():
-            submission = history.retry(job_id, client_id=CLI_CLIENT)
-            status = service.job_status(submission.job_id)
+            submission = history.retry(job_id, caller=CLI_CALLER)
+            status = service.job_status(submission.job_id, caller=CLI_CALLER)
         click.echo(submission.job_id)
         _echo_status(status)
         return
     selected = _validated(RetryFilters, given)
     with service_errors():
-        outcome = history.retry_matching(selected, client_id=CLI_CLIENT)
+        outcome = history.retry_matching(selected, caller=CLI_CALLER)
     _echo_outcome("retried", outcome, [f"{job['task_id']} -> {job['retry_id']}  {job['name']}" for job in outcome.jobs])
 
 
@@ -229,12 +244,12 @@ def cancel_command(job_id: str | None, **filters: Any) -> None:
     _one_job_or_filters(job_id, given, "--state QUEUED")
     if job_id is not None:
         with service_errors():
-            status = service.cancel(job_id)
+            status = service.cancel(job_id, caller=CLI_CALLER)
         _echo_status(status)
         return
     selected = _validated(CancelFilters, given)
     with service_errors():
-        outcome = history.cancel_matching(selected)
+        outcome = history.cancel_matching(selected, caller=CLI_CALLER)
     _echo_outcome("cancelled", outcome, [f"{job['task_id']}  {job['state']}" for job in outcome.jobs])
 
 
@@ -273,8 +288,66 @@ def workers_command() -> None:
             click.echo(f"  {job['id']}  {job['name']}  {json.dumps(job.get('kwargs') or {})}")
 
 
+clients = AppGroup("clients", help="Add, list and revoke the API's clients (API_CLIENTS_FILE, docs/clients.md).")
+
+
+def _clients_file() -> ClientsFile:
+    path = current_app.config["API_CLIENTS_FILE"]
+    if not path:
+        raise click.ClickException("API_CLIENTS_FILE is unset: set it (in .env, e.g. var/clients.json) first")
+    return ClientsFile(Path(path))
+
+
+@contextmanager
+def clients_file_errors() -> Iterator[None]:
+    try:
+        yield
+    except ClientsFileError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@clients.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLE_LABELS), help="read, submit or admin; required for a new client.")
+def add_client_command(name: str, role: str | None) -> None:
+    """Add client NAME, or a token to it (rotation): prints the new token, once; only its hash is kept."""
+    with clients_file_errors():
+        client, token = _clients_file().add(name, Role.named(role) if role else None)
+    count = len(client.tokens)
+    click.echo(f"client {client.name} ({client.role.label}), token {client.tokens[-1].id} of {count}:", err=True)
+    click.echo(token)
+
+
+@clients.command("list")
+def list_clients_command() -> None:
+    """Each client's name, role and tokens (the start of each token's hash, and when it was added)."""
+    with clients_file_errors():
+        listed = _clients_file().read()
+    if not listed:
+        click.echo("no clients")
+        return
+    rows = [["NAME", "ROLE", "TOKENS", "TOKEN IDS (ADDED)"]]
+    for client in sorted(listed.values(), key=lambda client: client.name):
+        ids = ", ".join(f"{token.id} ({token.added_at})" for token in client.tokens)
+        rows.append([client.name, client.role.label, str(len(client.tokens)), ids])
+    for line in _aligned(rows):
+        click.echo(line)
+
+
+@clients.command("revoke")
+@click.argument("name")
+@click.option("--token", "token_id", metavar="ID", help="Revoke only this token (its id in `flask clients list`).")
+def revoke_client_command(name: str, token_id: str | None) -> None:
+    """Revoke every token of client NAME (the client is gone), or one with --token. Every API
+    process stops accepting it within a few seconds, without a restart."""
+    with clients_file_errors():
+        revoked = _clients_file().revoke(name, token_id)
+    click.echo(f"revoked {revoked} token{'' if revoked == 1 else 's'} of {name}")
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(jobs)
+    app.cli.add_command(clients)
     # The same commands under their former name, hidden from --help.
     former = AppGroup("tasks", help="Deprecated: use `flask jobs`.", hidden=True, deprecated=True)
     for name, command in jobs.commands.items():

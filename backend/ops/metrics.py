@@ -16,8 +16,8 @@ Under gunicorn, PROMETHEUS_MULTIPROC_DIR (prepared by gunicorn.conf.py, see
 backend/ops/prometheus_dir.py) makes every worker process write its samples there and
 /metrics sum them all. Without it (tests, run.py) each app has a registry of its own.
 Either way each scrape builds the registry it exposes (scrape_registry), with the job
-index's gauges read once, by the process that answers. /metrics asks for the bearer
-token like every API route, and is not rate-limited.
+index's gauges read once, by the process that answers. /metrics asks for an admin's
+bearer token (403 for another client's), and is not rate-limited.
 
 Cost: about 0.06 ms per request, single-process or multiprocess (GET /healthz in a
 loop over the Flask test client, 2 shared cores: 0.31 ms with the exporter, 0.25 ms
@@ -146,7 +146,7 @@ def count_submit(task_name: str) -> None:
 
 
 def init_app(app: Flask, authenticate: Callable[[], None]) -> None:
-    """/metrics for `app`, behind `authenticate` (the API's bearer token check)."""
+    """/metrics for `app`, behind `authenticate` (the API's check of an admin's bearer token)."""
     # A registry per app: the tests build many apps in one process, and the default
     # registry refuses a second metric of the same name (the exporter would then
     # silently skip every app after the first).
@@ -170,7 +170,7 @@ def init_app(app: Flask, authenticate: Callable[[], None]) -> None:
     untracked_scrape = cast(Callable[[], Response], exporter.do_not_track()(scrape))
 
     def prometheus_metrics() -> Response:
-        authenticate()  # raises the API's 401 when API_TOKENS is set and the token is wrong
+        authenticate()  # raises the API's 401 for a wrong token, 403 for a client that is not admin
         return untracked_scrape()
 
     app.add_url_rule("/metrics", view_func=prometheus_metrics)
