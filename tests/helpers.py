@@ -72,7 +72,8 @@ def service_env(redis_url: str, **extra: str) -> dict[str, str]:
     EXPIRY_DB,
     CLI_DB,
     METRICS_DB,
-) = range(9)
+    CLIENTS_DB,  # clients and ownership (tests/test_clients.py); no worker
+) = range(10)
 
 
 def db_url(server: RedisServer, db: int) -> str:

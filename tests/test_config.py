@@ -6,7 +6,7 @@ import pytest
 from backend.jobs import extensions
 from backend.taskqueue.transport import Transport
 from config import DEFAULT_REDIS_URL, ConfigError, DevelopmentConfig, ProductionConfig, load_config
-from tests.helpers import run_command
+from tests.helpers import PROJECT_ROOT, run_command
 
 SAFE_PRODUCTION = {
     "APP_ENV": "production",
@@ -75,8 +75,15 @@ def test_production_refuses_debug():
 
 
 def test_production_refuses_an_open_api():
-    with pytest.raises(ConfigError, match="set API_TOKENS"):
+    with pytest.raises(ConfigError, match="API_TOKENS and API_CLIENTS_FILE are unset"):
         load_config({k: v for k, v in SAFE_PRODUCTION.items() if k != "API_TOKENS"})
+
+
+def test_production_starts_with_a_clients_file_and_no_api_tokens():
+    # The file may name no client yet (`flask clients add` creates the first): the API asks for a token anyway.
+    without_tokens = {k: v for k, v in SAFE_PRODUCTION.items() if k != "API_TOKENS"}
+    config = load_config({**without_tokens, "API_CLIENTS_FILE": "var/clients.json"})
+    assert config.API_CLIENTS_FILE == str(PROJECT_ROOT / "var" / "clients.json")
 
 
 def test_production_refuses_short_api_tokens():
