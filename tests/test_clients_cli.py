@@ -42,7 +42,7 @@ def test_add_prints_a_new_token_once_and_keeps_only_its_hash(app, clients_path):
     assert result.exit_code == 0, result.output
     token = result.stdout.strip()
     assert len(token) >= 43  # 32 random bytes
-    assert result.stderr.startswith("client billing (submit), token ")
+    assert result.stderr.startswith("client billing (submit): token ")
     text = clients_path.read_text()
     assert token not in text
     assert json.loads(text)["clients"]["billing"]["tokens"][0]["sha256"] == token_digest(token)

@@ -41,8 +41,8 @@ class JobStatus(BaseModel):
     started_at: str | None
     finished_at: str | None
     owner: str | None = Field(
-        description="Who submitted it: the API client's id, `anonymous` (no API_TOKENS), `cli`, "
-        "or `code` for jobs sent outside the API (.delay(), celery call, beat)."
+        description="Who submitted it: the client's name, a `token-…` id (API_TOKENS), `anonymous` "
+        "(authentication off), `cli`, or `code` for jobs sent outside the API (.delay(), celery call, beat)."
     )
     input: Any = Field(description="The job's input as keyword arguments, kept for a retry; null if not kept.")
     input_note: str | None = Field(description="Why the input was not kept (over JOB_INPUT_MAX_BYTES), else null.")

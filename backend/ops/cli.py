@@ -313,8 +313,12 @@ def add_client_command(name: str, role: str | None) -> None:
     """Add client NAME, or a token to it (rotation): prints the new token, once; only its hash is kept."""
     with clients_file_errors():
         client, token = _clients_file().add(name, Role.named(role) if role else None)
-    count = len(client.tokens)
-    click.echo(f"client {client.name} ({client.role.label}), token {client.tokens[-1].id} of {count}:", err=True)
+    added, count = client.tokens[-1].id, len(client.tokens)
+    click.echo(
+        f"client {client.name} ({client.role.label}): token {added} added, {count} in all; "
+        "this is the only time it is shown:",
+        err=True,
+    )
     click.echo(token)
 
 
