@@ -246,3 +246,11 @@ def test_a_worker_write_that_fails_for_another_reason_is_not_tried_again():
 
     with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
         wait_while_full(write, "a state")
+
+
+def test_a_cli_write_while_redis_is_full_fails_with_one_line(app, full):
+    with full():
+        result = app.test_cli_runner().invoke(args=["jobs", "submit", "add", "--json", '{"x": 1, "y": 2}'])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: used memory at maxmemory")
+    assert "Traceback" not in result.output
