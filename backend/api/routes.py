@@ -19,7 +19,7 @@ from spectree import SpecTree
 from backend.api import events
 from backend.api.auth import authenticate, current_caller, current_client, may_see_details
 from backend.api.requests import json_body
-from backend.api.schemas import ErrorBody, Health, Readiness, Retried, StatusQuery, Submitted, TaskList
+from backend.api.schemas import ErrorBody, Health, Me, Readiness, Retried, StatusQuery, Submitted, TaskList
 from backend.jobs import history, service, states
 from backend.jobs.callers import Role
 from backend.jobs.errors import ServiceError
@@ -104,6 +104,12 @@ def list_tasks() -> Response:
             for task in public_tasks().values()
         ]
     )
+
+
+def me() -> Response:
+    """Who the token names: the client's name and role (`anonymous`, `admin` when the API needs no token)."""
+    caller = current_caller()
+    return jsonify(client=caller.name, role=caller.role.label)
 
 
 def job_status(task_id: str) -> Response:
@@ -245,6 +251,7 @@ def routes() -> list[Route]:
               documented=False),
         Route("/tasks", "list_tasks", list_tasks, tags=("tasks",),
               responses={"HTTP_200": TaskList, "HTTP_401": ErrorBody}),
+        Route("/me", "me", me, tags=("clients",), responses={"HTTP_200": Me, "HTTP_401": ErrorBody}),
         Route("/status/<task_id>", "job_status", job_status, tags=("status",), responses=STATUS_RESPONSES,
               query=StatusQuery),
         Route("/status/<task_id>/cancel", "cancel_job", cancel_job, "POST", tags=("status",),

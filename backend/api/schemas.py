@@ -45,6 +45,16 @@ class ErrorBody(BaseModel):
     error: ErrorInfo
 
 
+class Me(BaseModel):
+    """Who the token sent names: what the dashboard shows, and which of its buttons it offers."""
+
+    client: str = Field(description="The client's name: the owner of the jobs it submits. "
+                        "`anonymous` when the API needs no token.")
+    role: Literal["read", "submit", "admin"] = Field(
+        description="What it may do (docs/clients.md); `admin` when the API needs no token."
+    )
+
+
 class TaskDescription(BaseModel):
     name: str
     summary: str
