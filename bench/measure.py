@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
 import redis
 
 from backend.jobs.states import FINAL_STATES, SUCCESS
-from bench.publishers import Publishers, fill_queue
+from bench.publishers import Publishers, TreePublishers
 from bench.stack import API_DB, DEFAULTS_DB, HOLD_QUEUE, BenchError, BenchStack, Service, cpu_seconds, rss_mb
 from config import DEFAULT_QUEUE
 from devtools.loadgen import LoadResult, LoadRun, Request, percentile
@@ -205,9 +206,11 @@ def redis_lpush(url: str, settings: Settings) -> dict:
 # --- submits -------------------------------------------------------------------------------
 
 
-def apply_async_rate(stack: BenchStack, processes: int, settings: Settings) -> dict:
-    """Raw `noop.apply_async()` with our configuration from `processes` processes, no HTTP."""
-    publishers = Publishers("ours", stack.env(API_DB), processes)
+def apply_async_rate(stack: BenchStack, processes: int, settings: Settings, root: Path | None = None) -> dict:
+    """Raw `noop.apply_async()` with our configuration from `processes` processes, no HTTP;
+    with `root`, the publishers of the source tree there (bench/baseline.py)."""
+    publishers = (TreePublishers(root, stack.env(API_DB, root=root), processes) if root is not None
+                  else Publishers("ours", stack.env(API_DB), processes))
     probe_before = cpu_speed_ms()
     start, end = publishers.go(settings.warmup, settings.seconds)
     cpu = window_cpu(start, end, {
@@ -377,32 +380,46 @@ def end_to_end(api_url: str, noop, settings: Settings, long_poll: bool) -> tuple
 @dataclass
 class WorkerRun:
     result: dict
-    service: object
+    service: Service
     hostname: str
 
 
-def worker_throughput(stack: BenchStack, kind: str, control_app, noop_target, settings: Settings) -> WorkerRun:
-    """Tasks/s of a worker draining `worker_tasks` queued noops.
-
-    The worker starts on an empty hold queue (booted, idle), the noops are queued, then
-    it is pointed at them. The rate is taken from the tasks' own `date_done`, skipping
-    the first tenth (warm-up), so neither start-up nor polling counts.
-    """
-    db = API_DB if kind == "ours" else DEFAULTS_DB
-    client = redis.Redis.from_url(stack.url(db))
-    clear_tasks(client)
+def idle_worker(stack: BenchStack, kind: str, control_app, root: Path | None = None) -> tuple[Service, str]:
+    """A worker of `kind` (see worker_throughput) started on the hold queue, once it answers a ping."""
 
     def ping(hostname: str):
         return control_app.control.ping(destination=[hostname], timeout=0.5)
 
-    service, hostname = stack.start_worker(kind, ping)
-    ids = fill_queue(kind, noop_target, settings.worker_tasks)
+    return stack.start_worker(kind, ping, root)
+
+
+def consume(control_app, hostname: str) -> None:
+    """Point a worker started by idle_worker() at the real queue."""
+    control_app.control.add_consumer(QUEUE, destination=[hostname], reply=True, timeout=5)
+    control_app.control.cancel_consumer(HOLD_QUEUE, destination=[hostname], reply=True, timeout=5)
+
+
+def worker_throughput(
+    stack: BenchStack, kind: str, control_app, fill: Callable[[int], list[str]], settings: Settings,
+    root: Path | None = None,
+) -> WorkerRun:
+    """Tasks/s of a worker draining `worker_tasks` noops, which `fill(count)` queues (their ids).
+
+    The worker starts on an empty hold queue (booted, idle), the noops are queued, then
+    it is pointed at them. The rate is taken from the tasks' own `date_done`, skipping
+    the first tenth (warm-up), so neither start-up nor polling counts. `kind`: "defaults"
+    (Celery's, bench/defaults_app.py), else our worker, of the source tree at `root` if given.
+    """
+    db = DEFAULTS_DB if kind == "defaults" else API_DB
+    client = redis.Redis.from_url(stack.url(db))
+    clear_tasks(client)
+    service, hostname = idle_worker(stack, kind, control_app, root)
+    ids = fill(settings.worker_tasks)
     if client.llen(QUEUE) < len(ids):
         raise BenchError(f"{kind}: {client.llen(QUEUE)} messages queued, {len(ids)} published")
     meter = CpuMeter({"worker": service.processes(), "redis": processes_of([stack.redis.pid])})
     meter.start()
-    control_app.control.add_consumer(QUEUE, destination=[hostname], reply=True, timeout=5)
-    control_app.control.cancel_consumer(HOLD_QUEUE, destination=[hostname], reply=True, timeout=5)
+    consume(control_app, hostname)
     keys = [f"celery-task-meta-{task_id}" for task_id in ids]
     metas: list[bytes | None] = []
 

@@ -9,14 +9,21 @@ publishes a fixed number of tasks to fill a queue.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import queue
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from devtools.processes import join_or_kill
+
+# Runs Publishers of another source tree (bench/baseline.py): see its docstring.
+TREE_PUBLISHER = Path(__file__).with_name("tree_publisher.py")
 
 
 def load_noop(kind: str, target: Mapping[str, str] | str):
@@ -123,9 +130,69 @@ class Publishers:
         join_or_kill(self._children, 10)
 
 
-def fill_queue(kind: str, target, total: int, processes: int = 2) -> list[str]:
-    """Publish `total` noops (no worker consuming yet); their ids."""
+class TreePublishers:
+    """Publishers of the source tree at `root`, with our configuration from `env`, run by
+    bench/tree_publisher.py in a process of its own; the same go(), result() and ids()."""
+
+    def __init__(self, root: Path, env: Mapping[str, str], processes: int, count_each: int = 0):
+        self.processes = processes
+        command = [sys.executable, "-P", str(TREE_PUBLISHER), "--processes", str(processes)]
+        if count_each:
+            command += ["--count", str(count_each * processes)]
+        self._driver = subprocess.Popen(
+            command, cwd=root, env={**env, "PYTHONPATH": str(root)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.pids: list[int] = self._read("ready")
+        self.start = self.end = 0.0
+
+    def _read(self, key: str):
+        """The next message carrying `key`; lines that are not the driver's messages are skipped."""
+        assert self._driver.stdout is not None
+        for line in self._driver.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict) and key in message:
+                return message[key]
+        self.stop()
+        raise RuntimeError(f"the tree publisher exited ({self._driver.returncode}) before sending {key!r}")
+
+    def go(self, warmup: float = 0.0, seconds: float = 0.0) -> tuple[float, float]:
+        assert self._driver.stdin is not None
+        self._driver.stdin.write(json.dumps({"go": [warmup, seconds]}) + "\n")
+        self._driver.stdin.flush()
+        self.start, self.end = self._read("window")
+        return self.start, self.end
+
+    def result(self) -> PublishResult:
+        done = self._read("result")
+        self.stop()
+        return PublishResult(done["processes"], done["seconds"], done["published"], done["cpu_s"])
+
+    def ids(self) -> list[str]:
+        ids: list[str] = self._read("ids")
+        self.stop()
+        return ids
+
+    def stop(self) -> None:
+        assert self._driver.stdin is not None and self._driver.stdout is not None
+        self._driver.stdin.close()
+        try:
+            self._driver.wait(30)
+        except subprocess.TimeoutExpired:
+            self._driver.kill()
+            self._driver.wait(5)
+        self._driver.stdout.close()
+
+
+def fill_queue(kind: str, target, total: int, processes: int = 2, root: Path | None = None) -> list[str]:
+    """Publish `total` noops (no worker consuming yet); their ids. With `root`, ours from
+    the source tree there (`target` is then the environment)."""
     processes = max(1, min(processes, total))
-    publishers = Publishers(kind, target, processes, count_each=-(-total // processes))
+    count_each = -(-total // processes)
+    publishers = (TreePublishers(root, target, processes, count_each) if root is not None
+                  else Publishers(kind, target, processes, count_each=count_each))
     publishers.go()
     return publishers.ids()

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import psutil
 
+from bench.baseline import MIN_RATIO
+from bench.history import DEEP_PAGE
+from bench.history import targets as history_targets
 from bench.stack import SHORT_TASK_PREFETCH
 from devtools.tables import aligned_table
 
@@ -83,6 +86,8 @@ def document(results: dict, *, quick: bool) -> dict:
          "measured": ratios["worker_ours_over_celery_defaults"], "target": 1.0, "op": ">="},
         {"name": "GET /status/<id> ≥ 1,500 req/s", "measured": status, "target": 1500.0, "op": ">="},
     ]
+    extra = _issue_12(results, n)
+    targets += extra.pop("targets")
     for target in targets:
         value, goal = target["measured"], target["target"]
         target["met"] = bool(value >= goal) if target["op"] == ">=" else bool(value <= goal)
@@ -167,7 +172,35 @@ def document(results: dict, *, quick: bool) -> dict:
         },
         "setup": results["setup"],
         "elapsed_s": results["elapsed_s"],
-    }
+    } | extra
+
+
+def _issue_12(results: dict, n: int) -> dict:
+    """The sections of issue 12 the run measured (none with --no-baseline, --history-jobs 0),
+    and their targets: submits and workers beside the tree before the job index, Redis
+    memory per retained job, GET /jobs with a retained history."""
+    sections: dict = {"targets": []}
+    if "baseline" in results:
+        compared = results["baseline"]
+        ref = results["setup"]["baseline_tree"]["ref"]
+        sections["baseline"] = {"ref": ref, "commit": results["setup"]["baseline_tree"]["commit"],
+                                "apply_async_processes": n} | compared
+        for key, label in (("http_submit", "HTTP submit"), ("apply_async_n", f"raw apply_async ({n} processes)"),
+                           ("worker_over_defaults", "worker ours ÷ Celery's defaults")):
+            sections["targets"].append({"name": f"{label} ≥ {MIN_RATIO:g} × before the job index ({ref})",
+                                        "measured": compared[key]["ratio"], "target": MIN_RATIO, "op": ">="})
+    if "retained_memory" in results:
+        retained = results["retained_memory"]
+        sections["retained_memory"] = {key: value for key, value in retained.items() if key != "example"} | {
+            "record_fields": retained["example"]["record_fields"], "meta_keys": retained["example"]["meta_keys"],
+        }
+        sections["targets"].append({"name": "Redis memory per retained finished add job ≤ 1 KiB (bytes)",
+                                    "measured": retained["bytes_per_job"], "target": retained["target_bytes"],
+                                    "op": "<="})
+    if "history" in results:
+        sections["history"] = results["history"]
+        sections["targets"] += history_targets(results["history"])
+    return sections
 
 
 def _clean(value):
@@ -242,6 +275,7 @@ def table(doc: dict) -> list[str]:
         ("RSS Redis", f"{_number(doc['rss_mb']['redis'], 1)} MiB", "", ""),
     ]
     lines = _grid(("measurement", "value", "detail", "other load · probe ms"), rows)
+    lines += _issue_12_tables(doc)
     lines.append("")
     lines += _grid(
         ("target", "measured", "goal", ""),
@@ -260,7 +294,7 @@ def table(doc: dict) -> list[str]:
     lines += [
         "",
         f"machine: {m['cores']} cores ({m['cpu_model'] or 'unknown CPU'}), Python {m['python']}, "
-        f"Redis {m.get('redis_server')}, celery {m['libraries']['celery']}, kombu {m['libraries']['kombu']}, "
+        f"{_server(m.get('redis_server'))}, celery {m['libraries']['celery']}, kombu {m['libraries']['kombu']}, "
         f"redis-py {m['libraries']['redis']}, gunicorn {m['libraries']['gunicorn']}; everything on this machine",
         f"mode: {doc['mode']}; load generator: {setup['load_generator']}",
         f"SUBMIT_RATE_LIMIT=off, API open (no tokens); e2e status via {setup['e2e_status_method']}; "
@@ -274,6 +308,68 @@ def table(doc: dict) -> list[str]:
         f"rates: median of {setup['settings']['repeat']} windows of {setup['settings']['seconds']:g} s "
         f"after {setup['settings']['warmup']:g} s warm-up; took {doc['elapsed_s']:.0f} s",
     ]
+    return lines
+
+
+def _server(version: str | None) -> str:
+    """The server as setup records it: "Valkey 8.1.8", "Redis 6.2.14", or a bare version (older runs: Redis)."""
+    return f"Redis {version}" if version and version[0].isdigit() else str(version)
+
+
+def _p50_p99(summary: dict) -> str:
+    return f"{_number(summary['p50'], 2)} / {_number(summary['p99'], 2)} ms"
+
+
+def _issue_12_tables(doc: dict) -> list[str]:
+    """Submits and workers beside the tree before the index; memory per job; GET /jobs."""
+    lines: list[str] = []
+    if "baseline" in doc:
+        base = doc["baseline"]
+        n = base["apply_async_processes"]
+        rows: list[tuple[str, ...]] = []
+        for key, label, unit, digits in (
+            ("http_submit", "HTTP submit (POST /tasks/noop)", "req/s", 0),
+            ("apply_async_n", f"raw apply_async, {n} processes", "jobs/s", 0),
+            ("worker", "worker, ours", "jobs/s", 0),
+            ("worker_over_defaults", "worker, ours ÷ Celery's defaults (same round)", "", 2),
+        ):
+            compared = base[key]
+            runs = " ".join(_number(value, digits) for value in compared["current_runs"])
+            base_runs = " ".join(_number(value, digits) for value in compared["baseline_runs"])
+            cpu = ", ".join(f"{role} {_number(ms['current'], 3)} · {_number(ms['baseline'], 3)}"
+                            for role, ms in compared.get("cpu_ms_per_op", {}).items())
+            rows.append((label, f"{_number(compared['current'], digits)} {unit}".strip(),
+                         f"{_number(compared['baseline'], digits)} {unit}".strip(), _number(compared["ratio"], 2),
+                         f"{runs} · {base_runs}", cpu))
+        lines += ["", f"Beside the tree before the job index, {base['ref']} ({base['commit'][:10]}), same rounds, "
+                      "medians:"]
+        lines += _grid(("measurement", "now", "before the index", "now ÷ before", "rounds: now · before",
+                        "CPU ms/op, now · before"), rows)
+    if "retained_memory" in doc:
+        mem = doc["retained_memory"]
+        server = mem["redis_server"]
+        lines += ["", f"Redis memory per retained finished add job ({mem['jobs']:,} real jobs over HTTP, run by our "
+                      f"worker): {_number(mem['bytes_per_job'])} bytes = record {_number(mem['record_bytes'])} + "
+                      f"result {_number(mem['result_bytes'])} + index entry {_number(mem['index_entry_bytes'])} + "
+                      f"key and expiry tables {_number(mem['tables_bytes'])}; {_number(mem['keys_per_job'], 2)} "
+                      f"keys per job; {server['version']} ({server['allocator']})"]
+    if "history" in doc:
+        hist = doc["history"]
+        rows = []
+        for scale in hist["scales"]:
+            for label, case in scale["cases"].items():
+                rows.append((label, f"{scale['jobs']:,}", f"{case['matched']:,}", str(case["index_sets"]),
+                             _p50_p99(case["first_ms"]), _number(case["first_ms"]["redis_ms"], 2),
+                             str(case["deep_page"]), _p50_p99(case["deep_ms"]),
+                             _number(case["deep_ms"]["redis_ms"], 2)))
+        lines += ["", f"GET /jobs, 50 jobs a page, server time p50 / p99 of {hist['repetitions']} requests each "
+                      f"({hist['method']}); {hist['redis']}:"]
+        lines += _grid(("listing", "jobs", "matched", "sets", "first page", "in Redis ms", "deep page",
+                        f"page {DEEP_PAGE}", "in Redis ms"), rows)
+        lines.append("seeded: " + "; ".join(
+            f"{scale['jobs']:,} jobs in {scale['seed_seconds']:.1f} s, {_number(scale['seeded_bytes_per_job'])} "
+            f"bytes per job, {scale['index_sets']} index sets, other load {_number(scale['other_load_cores'], 2)} "
+            "cores while timed" for scale in hist["scales"]))
     return lines
 
 

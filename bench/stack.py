@@ -19,7 +19,7 @@ import requests
 
 from bench.app import SETTINGS_VARIABLE
 from config import load_config
-from devtools.processes import Process, wait_until
+from devtools.processes import PROJECT_ROOT, Process, wait_until
 from devtools.redis_server import RedisServer, free_port
 
 VENV_BIN = Path(sys.executable).parent
@@ -33,6 +33,21 @@ STRIPPED = {"REDIS_URL", "BROKER_URL", "RESULT_BACKEND", "APP_ENV", "SECRET_KEY"
             "SUBMIT_RATE_LIMIT", "CELERY_QUEUES", "CELERY_HOSTNAME", "CELERY_CONCURRENCY",
             "CELERY_PREFETCH_MULTIPLIER"}
 START_TIMEOUT_S = 60.0
+# The `celery` command reads RESULT_BACKEND and BROKER_URL from the environment as its
+# --result-backend and --broker options (celery/bin/celery.py, `envvar=`), and an option
+# set so wins over the app's configuration in every process of the worker: the bare URL
+# would replace config.py's `JobsResultBackend+` one, and the worker would store states
+# with Celery's plain Redis backend (no record, no index). Empty, config.py takes
+# REDIS_URL for both, this stack's Redis, and the command sees no option.
+CELERY_CLI_URLS = {"RESULT_BACKEND": "", "BROKER_URL": ""}
+
+
+def server_name(info: Mapping[str, object]) -> str:
+    """"Redis 6.2.14" or "Valkey 8.1.8" from INFO server (Valkey also answers a redis_version,
+    the Redis release it is compatible with)."""
+    if info.get("valkey_version"):
+        return f"Valkey {info['valkey_version']}"
+    return f"Redis {info['redis_version']}"
 
 
 class BenchError(RuntimeError):
@@ -100,8 +115,9 @@ class BenchStack:
         assert self.redis is not None
         return f"redis://127.0.0.1:{self.redis.port}/{db}"
 
-    def env(self, db: int = API_DB, **extra: str) -> dict[str, str]:
+    def env(self, db: int = API_DB, *, root: Path | None = None, **extra: str) -> dict[str, str]:
         """A child's environment: this stack's Redis everywhere, the API open, submits unlimited.
+        With `root`, another source tree's (bench/baseline.py): its packages first on sys.path.
 
         The URLs are set explicitly: an unset one would fall back to the project's .env.
         """
@@ -117,6 +133,8 @@ class BenchStack:
             PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
             PYTHONUNBUFFERED="1",
         )
+        if root is not None:
+            env["PYTHONPATH"] = str(root)
         env.update(self.overrides)
         env.update(extra)
         return env
@@ -128,14 +146,16 @@ class BenchStack:
         self.api = self.start_api("api", "bench.app:create_app()")
         self.api_url = self.api.url
 
-    def start_api(self, name: str, app: str) -> Service:
+    def start_api(self, name: str, app: str, root: Path | None = None) -> Service:
         """gunicorn with the project's gunicorn.conf.py serving `app` on a free port, once
-        every worker has booted and it answers GET /healthz."""
+        every worker has booted and it answers GET /healthz. With `root`, the gunicorn.conf.py
+        and the app of the source tree there."""
         port = free_port()
         api = self._service(
             name,
             [str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", app],
-            self.env(GUNICORN_BIND=f"127.0.0.1:{port}"),
+            self.env(root=root, GUNICORN_BIND=f"127.0.0.1:{port}"),
+            root,
         )
         api.url = f"http://127.0.0.1:{port}"
 
@@ -161,12 +181,12 @@ class BenchStack:
 
         client = redis.Redis.from_url(self.url(API_DB))
         try:
-            return client.info("server")["redis_version"]
+            return server_name(client.info("server"))
         finally:
             client.close()
 
-    def _service(self, name: str, argv: list[str], env: Mapping[str, str]) -> Service:
-        service = Service(name, argv, env, self.workdir)
+    def _service(self, name: str, argv: list[str], env: Mapping[str, str], root: Path | None = None) -> Service:
+        service = Service(name, argv, env, self.workdir, cwd=root or PROJECT_ROOT)
         self.services.append(service)
         return service
 
@@ -181,19 +201,20 @@ class BenchStack:
         assert self.api is not None
         return self.api.children()
 
-    def start_worker(self, kind: str, ping: Callable[[str], object]) -> tuple[Service, str]:
+    def start_worker(self, kind: str, ping: Callable[[str], object], root: Path | None = None) -> tuple[Service, str]:
         """Our worker (./celery_worker.sh) or Celery's defaults, consuming only HOLD_QUEUE,
-        returned once it answers a ping; the caller then points it at the real queue."""
+        returned once it answers a ping; the caller then points it at the real queue.
+        With `root`, our worker of the source tree there (bench/baseline.py); `kind` names it."""
         hostname = f"bench-{kind}@localhost"
         # Both the same concurrency and log level (celery_worker.sh's default). Ours runs
         # without mingle and gossip (celery_worker.sh); Celery's defaults keep both.
-        if kind == "ours":
+        if kind != "defaults":
             argv = ["./celery_worker.sh", "--include", "bench.tasks"]
             # The no-op is a short task: measured on the short-task worker docs/performance.md describes
             # (prefetch 4, late acks and leases as always), Celery's default prefetch too.
-            env = self.env(API_DB, CELERY_HOSTNAME=hostname, CELERY_QUEUES=HOLD_QUEUE,
+            env = self.env(API_DB, root=root, CELERY_HOSTNAME=hostname, CELERY_QUEUES=HOLD_QUEUE,
                            CELERY_CONCURRENCY=str(self.worker_concurrency), CELERY_LOGLEVEL="info",
-                           CELERY_PREFETCH_MULTIPLIER=str(SHORT_TASK_PREFETCH))
+                           CELERY_PREFETCH_MULTIPLIER=str(SHORT_TASK_PREFETCH), **CELERY_CLI_URLS)
             if env.get(SETTINGS_VARIABLE):
                 # celery_worker.sh's command, on the app that applies the candidate settings.
                 argv = [str(VENV_BIN / "celery"), "--app", "bench.worker", "worker", "--loglevel", "info",
@@ -201,14 +222,12 @@ class BenchStack:
                         "--concurrency", str(self.worker_concurrency),
                         "--prefetch-multiplier", str(SHORT_TASK_PREFETCH), "--without-mingle", "--without-gossip"]
                 env["REMAP_SIGTERM"] = "SIGQUIT"
-        elif kind == "defaults":
+        else:
             argv = [str(VENV_BIN / "celery"), "--app", "bench.defaults_app", "worker", "--loglevel", "info",
                     "--queues", HOLD_QUEUE, "--hostname", hostname,
                     "--concurrency", str(self.worker_concurrency)]
             env = self.env(DEFAULTS_DB)
-        else:
-            raise ValueError(kind)
-        service = self._service(f"worker-{kind}", argv, env)
+        service = self._service(f"worker-{kind}", argv, env, root)
 
         def answers() -> object:
             service.check_alive()

@@ -137,7 +137,8 @@ def render_performance(doc: dict[str, Any]) -> list[str]:
     libraries = machine["libraries"]
     lines = [
         f"`make bench` run of {_when(doc['generated_at'])} ({doc['mode']} mode): {machine['cores']} cores "
-        f"({machine['cpu_model'] or 'unknown CPU'}), Python {machine['python']}, Redis {machine.get('redis_server')}, "
+        f"({machine['cpu_model'] or 'unknown CPU'}), Python {machine['python']}, "
+        f"{_server(machine.get('redis_server'))}, "
         f"Celery {libraries['celery']}, gunicorn {libraries['gunicorn']} with {setup['gunicorn_workers']} workers × "
         f"{setup['gunicorn_threads']} threads, worker concurrency {setup['worker_concurrency']}; "
         "every process on the one machine.",
@@ -195,6 +196,70 @@ def render_performance(doc: dict[str, Any]) -> list[str]:
         f"{settings['warmup']:g} s of warm-up; latencies are {settings['latency_samples']} samples of each kind. "
         f"Load generator: {setup['load_generator']}. Our worker: {setup['ours_worker']}.",
     ]
+    return lines + _issue_12(doc)
+
+
+def _server(version: str | None) -> str:
+    """The server as the bench records it: "Valkey 8.1.8", "Redis 6.2.14", or a bare version (older runs: Redis)."""
+    return f"Redis {version}" if version and version[0].isdigit() else str(version)
+
+
+def _p50_p99(summary: dict[str, float]) -> str:
+    return f"{bench_number(summary['p50'], 2)} / {bench_number(summary['p99'], 2)} ms"
+
+
+def _issue_12(doc: dict[str, Any]) -> list[str]:
+    """The job index's figures, when the run measured them: submits and workers beside the
+    tree before the index, Redis memory per retained job, GET /jobs with a retained history."""
+    lines: list[str] = []
+    if "baseline" in doc:
+        base = doc["baseline"]
+        rows: list[tuple[str, ...]] = []
+        for key, label, unit, digits in (
+            ("http_submit", "HTTP submit (POST /tasks/noop)", "req/s", 0),
+            ("apply_async_n", f"raw apply_async, {base['apply_async_processes']} processes", "jobs/s", 0),
+            ("worker", "worker, ours", "jobs/s", 0),
+            ("worker_over_defaults", "worker, ours ÷ Celery's defaults (same round)", "", 2),
+        ):
+            compared = base[key]
+            cpu = ", ".join(f"{role} {bench_number(ms['current'], 3)} · {bench_number(ms['baseline'], 3)}"
+                            for role, ms in compared.get("cpu_ms_per_op", {}).items())
+            rows.append((label, f"{bench_number(compared['current'], digits)} {unit}".strip(),
+                         f"{bench_number(compared['baseline'], digits)} {unit}".strip(),
+                         bench_number(compared["ratio"], 2),
+                         " ".join(bench_number(value, digits) for value in compared["current_runs"]) + " · "
+                         + " ".join(bench_number(value, digits) for value in compared["baseline_runs"]), cpu))
+        lines += ["", f"Beside the tree before the job index, {base['ref']} ({base['commit'][:10]}), run from "
+                      "`git archive` in the same rounds (medians):", ""]
+        lines += markdown_table(("measurement", "now", "before the index", "now ÷ before", "rounds: now · before",
+                                 "CPU ms per op, now · before"), rows)
+    if "retained_memory" in doc:
+        mem = doc["retained_memory"]
+        server = mem["redis_server"]
+        lines += ["", f"Redis memory per retained finished `add` job, {mem['jobs']:,} real jobs submitted over HTTP "
+                      f"and run by our worker: **{bench_number(mem['bytes_per_job'])} bytes** = record "
+                      f"{bench_number(mem['record_bytes'])} + result {bench_number(mem['result_bytes'])} + index "
+                      f"entry {bench_number(mem['index_entry_bytes'])} + its share of the key and expiry tables "
+                      f"{bench_number(mem['tables_bytes'])} ({bench_number(mem['keys_per_job'], 2)} keys per job), "
+                      f"on {server['version']} with the {server['allocator']} allocator."]
+    if "history" in doc:
+        hist = doc["history"]
+        rows = [
+            (label, f"{scale['jobs']:,}", f"{case['matched']:,}", str(case["index_sets"]), _p50_p99(case["first_ms"]),
+             bench_number(case["first_ms"]["redis_ms"], 2), str(case["deep_page"]), _p50_p99(case["deep_ms"]),
+             bench_number(case["deep_ms"]["redis_ms"], 2))
+            for scale in hist["scales"] for label, case in scale["cases"].items()
+        ]
+        seeded = "; ".join(f"{scale['jobs']:,} in {scale['seed_seconds']:.0f} s "
+                           f"({bench_number(scale['seeded_bytes_per_job'])} bytes per job, "
+                           f"{scale['index_sets']} index sets; other processes used "
+                           f"{bench_number(scale['other_load_cores'], 2)} cores while it was timed)"
+                           for scale in hist["scales"])
+        lines += ["", f"`GET /jobs`, 50 jobs a page: server time p50 / p99 of {hist['repetitions']} requests per "
+                      f"page, and the page script's mean time inside Redis; on {hist['redis']}. Seeded: {seeded}.",
+                  ""]
+        lines += markdown_table(("listing", "jobs", "matched", "index sets", "first page", "in Redis ms",
+                                 "deep page", "that page", "in Redis ms"), rows)
     return lines
 
 
