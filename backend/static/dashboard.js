@@ -6,6 +6,7 @@
 // results, errors and owners come from clients: everything inserted into the page goes
 // through textContent or attributes, never innerHTML.
 import { cancel, retry, startRetryAllFailed } from "./actions.js";
+import { loadCaller } from "./caller.js";
 import { openDetail, startDetail } from "./detail.js";
 import { hideError, startFeedback } from "./feedback.js";
 import { loadTaskNames } from "./filters.js";
@@ -15,9 +16,11 @@ import { restartFollowers, startStreams } from "./streams.js";
 import { startSubmitForm } from "./submit.js";
 import { startTokenField } from "./token.js";
 
-// Another token: what failed without it (or with the old one) is asked again.
-function tokenChanged() {
+// Another token: who it names decides what the page offers, and what failed without it (or
+// with the old one) is asked again.
+async function tokenChanged() {
   hideError();
+  await loadCaller();
   restartFollowers();
   loadTaskNames();
   loadList();
@@ -41,6 +44,7 @@ startStreams();
 startDetail();
 startRetryAllFailed();
 document.getElementById("job-rows").addEventListener("click", onRowClick);
+await loadCaller(); // before the first rows: their buttons depend on it
 loadTaskNames();
 loadList();
 startRefreshing();

@@ -4,6 +4,7 @@
 // clients goes in with textContent only.
 import { cancel, retry } from "./actions.js";
 import { api, statusPath } from "./api.js";
+import { mayCancel, mayRetry } from "./caller.js";
 import { errorText, formatTime } from "./format.js";
 import { canCancel, canRetry, isFinal } from "./job_states.js";
 import { renderBar } from "./progress.js";
@@ -73,8 +74,8 @@ function renderDetail(status) {
   setField("error", errorText(status));
   setField("retry_of", status.retry_of || "");
   setField("retried_by", status.retried_by || "");
-  document.getElementById("detail-retry").hidden = !canRetry(status);
-  document.getElementById("detail-cancel").hidden = !canCancel(status);
+  document.getElementById("detail-retry").hidden = !canRetry(status) || !mayRetry(status);
+  document.getElementById("detail-cancel").hidden = !canCancel(status) || !mayCancel(status);
 }
 
 export function startDetail() {

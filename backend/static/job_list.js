@@ -2,6 +2,7 @@
 // its rows in order with its counts and pager, and says why when it could not load.
 // The filters, counts and pager are parts of it, started with it.
 import { api } from "./api.js";
+import { maySubmit } from "./caller.js";
 import { renderCounts, startCounts } from "./counts.js";
 import { describeError } from "./feedback.js";
 import { addTaskName, isFiltered, jobsPath, startFilters } from "./filters.js";
@@ -63,7 +64,7 @@ function renderList(counts) {
     if (body.children[index] !== row) body.insertBefore(row, body.children[index] || null);
   });
   const empty = document.getElementById("empty");
-  empty.textContent = isFiltered() ? "No jobs match these filters." : "No jobs yet: submit one above.";
+  empty.textContent = isFiltered() ? "No jobs match these filters." : `No jobs yet${maySubmit() ? ": submit one above" : ""}.`;
   empty.hidden = jobs.length > 0;
   renderCounts(counts);
   renderPager();

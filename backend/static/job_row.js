@@ -1,6 +1,7 @@
 // One job's row of the list: a copy of the page's <template id="job-row-template">, filled
 // with textContent only, since names, results, errors and owners come from clients.
 import { errorText, formatTime } from "./format.js";
+import { mayCancel, mayRetry } from "./caller.js";
 import { canCancel, canRetry } from "./job_states.js";
 import { renderBar } from "./progress.js";
 
@@ -35,7 +36,7 @@ export function renderRow(row, status) {
   error.textContent = errorText(status);
   error.title = error.textContent;
   error.hidden = !status.error;
-  row.querySelector(".retry").hidden = !canRetry(status);
-  row.querySelector(".cancel").hidden = !canCancel(status);
+  row.querySelector(".retry").hidden = !canRetry(status) || !mayRetry(status);
+  row.querySelector(".cancel").hidden = !canCancel(status) || !mayCancel(status);
   row.querySelector(".retried").hidden = !status.retried_by;
 }

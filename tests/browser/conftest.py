@@ -181,6 +181,14 @@ class Dashboard:
     def open(self, base_url: str | None = None) -> None:
         self.page.goto(f"{base_url or self.base_url}/")
 
+    def save_token(self, token: str) -> None:
+        """Save `token` under "API token", as a user does; returns once the page says whose it is."""
+        if not self.page.locator("#token-panel").evaluate("element => element.open"):
+            self.page.click("#token-panel summary")
+        self.page.fill("#token", token)
+        with self.page.expect_response(lambda response: response.url.endswith("/me")):
+            self.page.click("#token-form button[type=submit]")
+
     def row(self, task_id: str):
         return self.page.locator(f'#job-rows tr[data-task-id="{task_id}"]')
 
