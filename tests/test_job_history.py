@@ -394,3 +394,14 @@ def test_a_listing_skips_an_expired_job_before_it_is_trimmed(redis_server):
     submit(client, "/add", {"x": 1, "y": 1})
     time.sleep(2.1)
     assert listing(client)["jobs"] == []
+
+
+def test_a_worker_given_result_backend_in_its_environment_still_lists_finished_jobs(redis_server, start_worker):
+    # `celery` reads RESULT_BACKEND as its own --result-backend option and would override
+    # the job service's backend with Celery's plain one (backend/taskqueue/celery_app.py).
+    url = empty_db(redis_server, EXPIRY_DB)
+    start_worker(url, RESULT_BACKEND=url, BROKER_URL=url)
+    client = make_app(url).test_client()
+    task_id = submit(client, "/add", {"x": 1, "y": 2})
+    wait_for_state(client, task_id, {states.SUCCESS})
+    assert listed_ids(client, state="SUCCESS") == [task_id]

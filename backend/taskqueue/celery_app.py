@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from celery import Celery
@@ -19,6 +21,14 @@ from backend.taskqueue.index_trimmer import TrimJobIndex
 from backend.taskqueue.leases import RenewLeases
 from backend.taskqueue.task import RecordedTask
 from backend.taskqueue.transport import use_for_redis_urls
+
+logger = logging.getLogger(__name__)
+
+# The `celery` command reads its --broker and --result-backend options from BROKER_URL and
+# RESULT_BACKEND, our settings' names, and exports them as these, which Celery prefers to any
+# configuration: every process then stored states with Celery's plain Redis backend, past the
+# job records and the index (listed STARTED forever). config.py read the same variables.
+CELERY_URL_OVERRIDES = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
 
 
 def make_celery(app: Flask, records: JobRecords) -> Celery:
@@ -38,6 +48,9 @@ def make_celery(app: Flask, records: JobRecords) -> Celery:
                 return self.run(*args, **kwargs)
 
     FlaskTask.records = records
+    for name in CELERY_URL_OVERRIDES:
+        if os.environ.pop(name, None) not in (None, app.config["BROKER_URL"], app.config["RESULT_BACKEND"]):
+            logger.warning("%s is ignored: set BROKER_URL or RESULT_BACKEND (config.py) instead", name)
     # kombu's Redis transport minus a new redis-py client per publish and ack
     # (backend/taskqueue/transport.py; docs/performance.md has the figures).
     use_for_redis_urls()
