@@ -29,7 +29,14 @@ import redis
 
 from backend.api.auth import ANONYMOUS
 from backend.jobs import states
-from backend.jobs.index import INDEX_SETS, index_key, parse_index_key
+from backend.jobs.index import (
+    INDEX_SETS,
+    TASK_INDEX_PREFIX,
+    TASK_INDEX_SETS,
+    index_key,
+    parse_index_key,
+    parse_task_index_key,
+)
 from backend.jobs.records import KEY_PREFIX
 from bench.measure import CpuMeter
 from bench.seed import OWNERS, RESULT_PREFIX, JobSeeder
@@ -70,9 +77,17 @@ class Case:
             params["cursor"] = cursor
         return "/jobs" + ("?" + urlencode(params) if params else "")
 
-    def selects(self, index_key: str) -> bool:
-        """Whether the index set `index_key` is one the page script reads for this listing."""
-        state, name, owner = parse_index_key(index_key)
+    def selects(self, key: str) -> bool:
+        """Whether the index set `key` is one the page script reads for this listing: a set by
+        owner when the listing names one, else a set by task (backend/jobs/index.py)."""
+        if key.startswith(TASK_INDEX_PREFIX):
+            if self.owner is not None:
+                return False
+            (state, name), owner = parse_task_index_key(key), None
+        else:
+            if self.owner is None:
+                return False
+            state, name, owner = parse_index_key(key)
         return ((self.state is None or state == self.state) and (self.name is None or name == self.name)
                 and (self.owner is None or owner == self.owner))
 
@@ -166,7 +181,7 @@ def measure_scale(app: Any, client: redis.Redis, now: float, settings: Settings,
                   summary: Callable[[list[float]], dict], log: Callable[[str], None]) -> dict:
     """Every case against the jobs seeded so far."""
     timer = ServerTimer(app)
-    index_keys = sorted(key.decode() for key in client.smembers(INDEX_SETS))
+    index_keys = sorted(key.decode() for key in client.smembers(INDEX_SETS) | client.smembers(TASK_INDEX_SETS))
     with app.test_client() as http:
         listings = [Listing(http, timer, case) for case in cases(now, settings.ttl_seconds)]
         meter = CpuMeter({})

@@ -37,7 +37,7 @@ from celery.backends.base import KeyValueStoreBackend
 
 from backend.api.auth import ANONYMOUS, client_id_for
 from backend.jobs import states
-from backend.jobs.index import INDEX_SETS, index_key
+from backend.jobs.index import INDEX_SETS, TASK_INDEX_SETS, index_key, task_index_key
 from backend.jobs.records import CODE_OWNER, KEY_PREFIX, JobRecords
 from backend.jobs.timestamps import epoch_iso
 
@@ -198,7 +198,8 @@ class Seeded:
     jobs: int = 0
     seconds: float = 0.0
     by_state: dict[str, int] = field(default_factory=dict)
-    index_keys: set[str] = field(default_factory=set)
+    index_keys: set[str] = field(default_factory=set)  # the sets by owner
+    task_index_keys: set[str] = field(default_factory=set)  # the sets by task
 
 
 class JobSeeder:
@@ -259,22 +260,25 @@ class JobSeeder:
             batch: list[bytes] = []
             for number, (job_id, state, name, owner, score, fields, meta) in enumerate(self._jobs(count), start=1):
                 record_key = (KEY_PREFIX + job_id).encode()
-                key = index_key(state, name, owner)
+                key, task_key = index_key(state, name, owner), task_index_key(state, name)
                 batch.append(_command(b"HSET", record_key, *fields))
                 batch.append(_command(b"EXPIRE", record_key, ttl))
                 if meta is not None:
                     batch.append(_command(b"SET", (RESULT_PREFIX + job_id).encode(), meta, b"EX", ttl))
                     expected += 1
                 batch.append(_command(b"ZADD", key.encode(), str(score).encode(), job_id.encode()))
-                expected += 3
+                batch.append(_command(b"ZADD", task_key.encode(), str(score).encode(), job_id.encode()))
+                expected += 4
                 self.seeded.index_keys.add(key)
+                self.seeded.task_index_keys.add(task_key)
                 self.seeded.by_state[state] = self.seeded.by_state.get(state, 0) + 1
                 if number % BATCH == 0:
                     sock.sendall(b"".join(batch))
                     batch.clear()
-            keys = sorted(self.seeded.index_keys)
-            batch.append(_command(b"SADD", INDEX_SETS.encode(), *(key.encode() for key in keys)))
-            expected += 1
+            registries = ((INDEX_SETS, self.seeded.index_keys), (TASK_INDEX_SETS, self.seeded.task_index_keys))
+            for registry, keys in registries:
+                batch.append(_command(b"SADD", registry.encode(), *(key.encode() for key in sorted(keys))))
+                expected += 1
             sock.sendall(b"".join(batch))
             replies.wait_for(expected, timeout=120 + count / 5000)
         finally:
@@ -291,8 +295,9 @@ class JobSeeder:
         client = redis.Redis.from_url(self.url)
         try:
             keys = {key.decode() for key in client.smembers(INDEX_SETS)}
+            task_keys = {key.decode() for key in client.smembers(TASK_INDEX_SETS)}
             pipe = client.pipeline(transaction=False)
-            for key in sorted(keys):
+            for key in sorted(keys | task_keys):
                 pipe.zcard(key)
             indexed = sum(pipe.execute())
             stored = client.dbsize()
@@ -300,7 +305,9 @@ class JobSeeder:
             client.close()
         seeded = self.seeded
         results = seeded.jobs - seeded.by_state.get(states.QUEUED, 0)
-        expected = seeded.jobs + results + len(seeded.index_keys) + 1
-        if keys != seeded.index_keys or indexed != seeded.jobs or stored != expected:
-            raise RuntimeError(f"seeded {seeded.jobs} jobs into {len(seeded.index_keys)} index sets ({expected} keys); "
-                               f"Redis has {indexed} entries in {len(keys)} sets and {stored} keys")
+        sets = len(seeded.index_keys) + len(seeded.task_index_keys)
+        expected = seeded.jobs + results + sets + 2
+        if (keys, task_keys) != (seeded.index_keys, seeded.task_index_keys) or indexed != 2 * seeded.jobs \
+                or stored != expected:
+            raise RuntimeError(f"seeded {seeded.jobs} jobs into {sets} index sets ({expected} keys); "
+                               f"Redis has {indexed} entries in {len(keys | task_keys)} sets and {stored} keys")
