@@ -17,8 +17,10 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 from dotenv import dotenv_values
 from limits import parse_many
@@ -53,6 +55,12 @@ UNACKED_RESTORE_INTERVAL = 5
 # Celery's "<class>+<url>" form: the Redis result backend, minus a subscription per
 # submit, plus the task record's expiry with every state stored (backend/taskqueue/results.py).
 RESULTS_BACKEND_CLASS = "backend.taskqueue.results:JobsResultBackend"
+# The same through Redis Sentinel, for a sentinel:// RESULT_BACKEND.
+SENTINEL_RESULTS_BACKEND_CLASS = "backend.taskqueue.results:JobsSentinelResultBackend"
+# The scheme of a Sentinel URL, as kombu and Celery read it: sentinel://host:port;sentinel://host:port/0.
+SENTINEL_SCHEME = "sentinel"
+DEFAULT_SENTINEL_MASTER = "mymaster"
+DEFAULT_SENTINEL_PORT = 26379
 
 
 class ConfigError(RuntimeError):
@@ -62,6 +70,75 @@ class ConfigError(RuntimeError):
 # The spellings a boolean setting accepts (any case); an empty value means the default.
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+@dataclass(frozen=True)
+class RedisLocation:
+    """Where one Redis setting points, parsed once: the URL that kombu, Celery and redis-py
+    take (with REDIS_PASSWORD filled in), and for a Sentinel URL the sentinels it lists."""
+
+    url: str
+    sentinels: tuple[tuple[str, int], ...] = ()  # empty: a plain redis:// URL
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def through_sentinel(self) -> bool:
+        return bool(self.sentinels)
+
+
+def redis_location(name: str, value: str, password: str | None) -> RedisLocation:
+    """`value` of setting `name`: a plain Redis URL, or Sentinel URLs joined by ";", each
+    sentinel://[[user]:password@]host[:port][/db] (the password is the Redis server's, as in
+    Celery's and kombu's own form). `password` (REDIS_PASSWORD) fills a URL that has none."""
+    chunks = [chunk.strip() for chunk in value.split(";")]
+    if not any(chunk.lower().startswith(f"{SENTINEL_SCHEME}://") for chunk in chunks):
+        if len(chunks) > 1:
+            raise ConfigError(f"{name}={value!r}: only sentinel:// URLs may be joined by ';'")
+        return RedisLocation(_with_password(value, password))
+    sentinels: list[tuple[str, int]] = []
+    dbs: set[int] = set()
+    username = None
+    for chunk in chunks:
+        parts = urlsplit(chunk)
+        try:
+            port = parts.port or DEFAULT_SENTINEL_PORT
+        except ValueError:
+            port = 0
+        path = parts.path.strip("/")
+        if parts.scheme.lower() != SENTINEL_SCHEME or not parts.hostname or not port or parts.query or (
+            path and not path.isdigit()
+        ):
+            raise ConfigError(
+                f"{name}={value!r} is not a Sentinel URL: use sentinel://host:port;sentinel://host:port/0 "
+                "(each sentinel as sentinel://host:port, the database number at the end, once or on each)"
+            )
+        sentinels.append((parts.hostname, port))
+        if path:
+            dbs.add(int(path))
+        password = unquote(parts.password) if parts.password else password
+        username = unquote(parts.username) if parts.username else username
+    if len(dbs) > 1:
+        raise ConfigError(f"{name}={value!r} names different databases: {sorted(dbs)}")
+    db = dbs.pop() if dbs else 0
+    credentials = ""
+    if password:
+        credentials = f"{quote(username or '', safe='')}:{quote(password, safe='')}@"
+    # Each URL complete: Celery reads the credentials and the database of the first,
+    # kombu the credentials of the first and the database of its own.
+    url = ";".join(f"{SENTINEL_SCHEME}://{credentials}{host}:{port}/{db}" for host, port in sentinels)
+    return RedisLocation(url, tuple(sentinels), db, username, password)
+
+
+def _with_password(url: str, password: str | None) -> str:
+    """`url` with `password` as its password, unless it has one already."""
+    parts = urlsplit(url)
+    if not password or parts.password or not parts.hostname:
+        return url
+    user = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}").geturl()
 
 
 class Environment:
@@ -159,10 +236,7 @@ class BaseConfig:
         env = Environment(environ)
         self.SECRET_KEY = env.text("SECRET_KEY", DEFAULT_SECRET_KEY)
         self.DEBUG = env.flag("FLASK_DEBUG", type(self).DEBUG)
-        redis_url = env.text("REDIS_URL", DEFAULT_REDIS_URL)
-        self.REDIS_URL = redis_url
-        self.BROKER_URL = env.text("BROKER_URL", redis_url)
-        self.RESULT_BACKEND = env.text("RESULT_BACKEND", redis_url)
+        self._read_redis_locations(env)
         # How long results, progress and task records are kept (seconds).
         self.RESULT_EXPIRES = env.integer("RESULT_EXPIRES", 86400, minimum=1)
         # A job's input is kept with its record for a retry, up to this many bytes of JSON;
@@ -231,6 +305,45 @@ class BaseConfig:
         self.HEARTBEAT_INTERVAL = env.seconds_or_off("HEARTBEAT_INTERVAL", 30.0)
         self._check_consistency()
         self.CELERY = self.celery_settings()
+
+    def _read_redis_locations(self, env: Environment) -> None:
+        """Where Redis is: one URL, or sentinels and a master name (docs/configuration.md)."""
+        # The Redis server's password, for URLs that carry none (plain or Sentinel).
+        redis_password = env.values.get("REDIS_PASSWORD") or None
+        redis_url = env.text("REDIS_URL", DEFAULT_REDIS_URL)
+        locations = {
+            name: redis_location(name, env.text(name, redis_url), redis_password)
+            for name in ("REDIS_URL", "BROKER_URL", "RESULT_BACKEND")
+        }
+        self.REDIS_URL = locations["REDIS_URL"].url
+        self.BROKER_URL = locations["BROKER_URL"].url
+        self.RESULT_BACKEND = locations["RESULT_BACKEND"].url
+        # RESULT_BACKEND parsed: what the job records, index, subscriptions, idempotency keys
+        # and rate-limit counts connect to (backend/jobs/redis_client.py).
+        self.RESULT_BACKEND_LOCATION = locations["RESULT_BACKEND"]
+        self.BROKER_LOCATION = locations["BROKER_URL"]
+        # The name the sentinels know the master by (their `sentinel monitor <name> ...`).
+        self.REDIS_SENTINEL_MASTER = env.text("REDIS_SENTINEL_MASTER", DEFAULT_SENTINEL_MASTER)
+        # The sentinels' own password (their requirepass), if they have one.
+        self.REDIS_SENTINEL_PASSWORD = env.values.get("REDIS_SENTINEL_PASSWORD") or None
+        # Through Sentinel, a submit answers 202 only once a replica has its job (WAIT):
+        # a failover then loses no accepted job. Milliseconds a submit waits for that; 0: off.
+        self.REDIS_SENTINEL_WAIT_MS = env.integer("REDIS_SENTINEL_WAIT_MS", 500, minimum=0)
+
+    def sentinel_kwargs(self) -> dict[str, Any]:
+        """redis-py's Sentinel(sentinel_kwargs=...): how to talk to the sentinels themselves.
+        Given explicitly, with the timeouts: Celery's backend passes {} otherwise, which gives
+        its sentinel connections no timeout at all."""
+        kwargs: dict[str, Any] = {
+            "socket_timeout": self.REDIS_SOCKET_TIMEOUT,
+            "socket_connect_timeout": self.REDIS_CONNECT_TIMEOUT,
+        }
+        if self.REDIS_SENTINEL_PASSWORD:
+            kwargs["password"] = self.REDIS_SENTINEL_PASSWORD
+        return kwargs
+
+    def _sentinel_transport_options(self) -> dict[str, Any]:
+        return {"master_name": self.REDIS_SENTINEL_MASTER, "sentinel_kwargs": self.sentinel_kwargs()}
 
     def _read_gunicorn_settings(self, env: Environment) -> None:
         """gunicorn's settings (gunicorn.conf.py reads them from here)."""
@@ -314,6 +427,13 @@ class BaseConfig:
 
     def _check_consistency(self) -> None:
         """Refuse settings that contradict each other, in every environment."""
+        through_sentinel = self.BROKER_LOCATION.through_sentinel
+        if through_sentinel and self.REDIS_SENTINEL_WAIT_MS >= self.REDIS_SOCKET_TIMEOUT * 1000:
+            # The submit's WAIT would be cut off by the socket timeout: a 503 for every submit.
+            raise ConfigError(
+                f"REDIS_SENTINEL_WAIT_MS={self.REDIS_SENTINEL_WAIT_MS} must stay below "
+                f"REDIS_SOCKET_TIMEOUT={self.REDIS_SOCKET_TIMEOUT:g} s"
+            )
         # Celery waits out the grace period in a signal handler, blocking the event
         # loop that renews leases (backend/taskqueue/leases.py): the grace must end before
         # a lease could expire, or other workers re-run the tasks still running.
@@ -339,10 +459,18 @@ class BaseConfig:
             "socket_timeout": self.REDIS_SOCKET_TIMEOUT,
             "socket_connect_timeout": self.REDIS_CONNECT_TIMEOUT,
         }
+        backend_class = (
+            SENTINEL_RESULTS_BACKEND_CLASS if self.RESULT_BACKEND_LOCATION.through_sentinel else RESULTS_BACKEND_CLASS
+        )
+        broker_sentinel = self._sentinel_transport_options() if self.BROKER_LOCATION.through_sentinel else {}
         return {
             "broker_url": self.BROKER_URL,
             # See RESULTS_BACKEND_CLASS and backend/taskqueue/results.py.
-            "result_backend": f"{RESULTS_BACKEND_CLASS}+{self.RESULT_BACKEND}",
+            "result_backend": f"{backend_class}+{self.RESULT_BACKEND}",
+            # Through Sentinel: the master's name and how to reach the sentinels (else unused).
+            "result_backend_transport_options": (
+                self._sentinel_transport_options() if self.RESULT_BACKEND_LOCATION.through_sentinel else {}
+            ),
             # JSON only: a pickle payload in the queue would be code execution.
             "task_serializer": "json",
             "result_serializer": "json",
@@ -418,6 +546,9 @@ class BaseConfig:
                 "unacked_restore_interval": UNACKED_RESTORE_INTERVAL,
                 "unacked_restore_throttle": 1,
                 **socket_options,
+                # Through Sentinel: which master, and the submit's WAIT (backend/taskqueue/transport.py).
+                **broker_sentinel,
+                **({"replica_wait_ms": self.REDIS_SENTINEL_WAIT_MS} if broker_sentinel else {}),
             },
             "redis_socket_timeout": self.REDIS_SOCKET_TIMEOUT,
             "redis_socket_connect_timeout": self.REDIS_CONNECT_TIMEOUT,

@@ -24,7 +24,6 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     """The application factory: config (from the environment unless given), Celery, routes."""
     import importlib
 
-    import redis
     from flask import Flask
     from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -35,6 +34,7 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     from backend.jobs import extensions
     from backend.jobs.index import JobIndex
     from backend.jobs.records import JobRecords
+    from backend.jobs.redis_client import redis_client as connect_redis
     from backend.jobs.waiting import WaitingSlots
     from backend.jobs.watch import Subscriptions
     from backend.ops import cli, health, metrics, tracing
@@ -59,12 +59,8 @@ def create_app(config: BaseConfig | None = None) -> Flask:
             app.wsgi_app, x_for=config.TRUSTED_PROXY_HOPS, x_proto=config.TRUSTED_PROXY_HOPS
         )
 
-    # Job records live beside the results; the client connects lazily, on first use.
-    redis_client = redis.Redis.from_url(
-        config.RESULT_BACKEND,
-        socket_timeout=config.REDIS_SOCKET_TIMEOUT,
-        socket_connect_timeout=config.REDIS_CONNECT_TIMEOUT,
-    )
+    # Job records live beside the results (plain or through Sentinel); the client connects lazily.
+    redis_client = connect_redis(config)
     records = JobRecords(redis_client, config.RESULT_EXPIRES, config.JOB_INPUT_MAX_BYTES)
     extensions.init_app(
         app,
@@ -79,7 +75,7 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     make_celery(app, records)
 
     spec = openapi.create_spec(bearer_auth=bool(config.API_TOKENS or config.API_CLIENTS_FILE))
-    app.register_blueprint(routes.create_blueprint(spec, submit_limit(app)))
+    app.register_blueprint(routes.create_blueprint(spec, submit_limit(app, redis_client)))
     app.register_blueprint(dashboard)
     openapi.init_app(app, spec)
     errors.init_app(app)

@@ -2,7 +2,9 @@
 
 Redis (embedded when none is configured or running), the API under gunicorn,
 one Celery worker, celery beat and Flower, each child's output prefixed with its name.
-Ctrl-C stops everything, Redis last, and leaves no process behind.
+Ctrl-C stops everything, Redis last, and leaves no process behind. REDIS_MODE=sentinel
+(`make run REDIS_MODE=sentinel`) starts a master, a replica and three sentinels instead
+of one Redis, to try a failover by hand (devtools/sentinel.py).
 
     .venv/bin/python -m devtools.stack      # from the project root
 """
@@ -10,6 +12,7 @@ Ctrl-C stops everything, Redis last, and leaves no process behind.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,10 +31,13 @@ import redis
 
 from config import BaseConfig, ConfigError, load_config, read_environment
 from devtools.redis_server import RedisServer, quick_client
+from devtools.sentinel import SentinelSetup
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VENV = PROJECT_ROOT / ".venv"
 REDIS_DATA_DIR = PROJECT_ROOT / "var" / "redis"
+# REDIS_MODE=sentinel's master, replica and sentinels, made afresh at each start.
+SENTINEL_DATA_DIR = PROJECT_ROOT / "var" / "sentinel"
 LOCAL_REDIS_PORT = 6379
 LOCAL_REDIS_URL = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
 # Any of these means "I have a Redis": then the stack starts none.
@@ -179,8 +185,33 @@ def local_redis_answers() -> bool:
         client.close()
 
 
-def provide_redis(env: dict[str, str], log: PrefixedLog) -> RedisServer | None:
-    """Use the configured or already running Redis; otherwise start a private one (the returned server)."""
+def provide_sentinels(env: dict[str, str], log: PrefixedLog) -> SentinelSetup:
+    """REDIS_MODE=sentinel: a fresh master, replica and three sentinels; REDIS_URL names the sentinels."""
+    configured = [name for name in REDIS_URL_VARIABLES if env.get(name)]
+    if configured:
+        raise StackFailure(f"REDIS_MODE=sentinel starts its own Redis: unset {', '.join(configured)}")
+    shutil.rmtree(SENTINEL_DATA_DIR, ignore_errors=True)
+    setup = SentinelSetup(SENTINEL_DATA_DIR, own_process_group=True)
+    log.line("redis", "REDIS_MODE=sentinel: starting a master, a replica and three sentinels")
+    try:
+        setup.start()
+    except RuntimeError as error:
+        raise StackFailure(f"the Sentinel setup did not start: {error}") from None
+    env["REDIS_URL"] = setup.url
+    log.line("redis", f"master pid {setup.master.pid} on port {setup.master.port}, "
+                      f"replica on port {setup.replica.port}, REDIS_URL={setup.url}")
+    log.line("redis", f"try a failover: kill -9 {setup.master.pid}")
+    return setup
+
+
+def provide_redis(env: dict[str, str], log: PrefixedLog) -> RedisServer | SentinelSetup | None:
+    """Use the configured or already running Redis; otherwise start a private one (the returned
+    server), or a Sentinel setup when REDIS_MODE=sentinel."""
+    mode = env.get("REDIS_MODE") or "single"
+    if mode == "sentinel":
+        return provide_sentinels(env, log)
+    if mode != "single":
+        raise StackFailure(f'REDIS_MODE must be "single" or "sentinel", got {mode!r}')
     configured = [name for name in REDIS_URL_VARIABLES if env.get(name)]
     if configured:
         settings = ", ".join(f"{name}={redacted(env[name])}" for name in configured)
@@ -386,7 +417,7 @@ def print_banner(settings: BaseConfig, api_url: str, log: PrefixedLog) -> None:
 
 def run_stack(log: PrefixedLog, shutdown: ShutdownRequest) -> int:
     env = child_environment()
-    redis_server: RedisServer | None = None
+    redis_server: RedisServer | SentinelSetup | None = None
     redis_tail: tuple[threading.Thread, threading.Event] | None = None
     children: list[Child] = []
     exit_code = 0
@@ -399,7 +430,7 @@ def run_stack(log: PrefixedLog, shutdown: ShutdownRequest) -> int:
             raise StackFailure(f"configuration error: {error}") from None
         api_url = api_base_url(settings.GUNICORN_BIND)
         redis_server = provide_redis(env, log)
-        if redis_server is not None:
+        if isinstance(redis_server, RedisServer):
             redis_tail = start_tailing(redis_server.log_path, redis_server.log_offset, "redis", log)
         for spec in child_specs():
             if shutdown.requested.is_set():

@@ -4,7 +4,9 @@
 import pytest
 
 from backend.jobs import extensions
-from backend.taskqueue.transport import Transport
+from backend.jobs.redis_client import redis_client
+from backend.taskqueue.results import JobsSentinelResultBackend
+from backend.taskqueue.transport import SentinelTransport, Transport
 from config import DEFAULT_REDIS_URL, ConfigError, DevelopmentConfig, ProductionConfig, load_config
 from tests.helpers import PROJECT_ROOT, run_command
 
@@ -151,3 +153,62 @@ def test_redis_broker_urls_get_our_transport_and_keep_their_scheme_and_tls(make_
         assert isinstance(connection.transport, Transport)
         assert connection.as_uri().startswith(f"{scheme}://")
         assert bool(connection.ssl) is tls
+
+
+SENTINELS = "sentinel://10.0.0.1:26379;sentinel://10.0.0.2:26380/2"
+
+
+def test_sentinel_urls_are_read_as_celery_writes_them_each_url_complete():
+    config = load_config({"REDIS_URL": SENTINELS, "REDIS_PASSWORD": "p@ss"})
+    location = config.RESULT_BACKEND_LOCATION
+    assert location.sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26380))
+    assert (location.db, location.password) == (2, "p@ss")
+    assert config.BROKER_URL == "sentinel://:p%40ss@10.0.0.1:26379/2;sentinel://:p%40ss@10.0.0.2:26380/2"
+    assert config.REDIS_SENTINEL_MASTER == "mymaster"
+
+
+def test_a_password_in_the_url_wins_over_redis_password():
+    config = load_config({"REDIS_URL": "sentinel://:inurl@h:1/0", "REDIS_PASSWORD": "other"})
+    assert config.RESULT_BACKEND_LOCATION.password == "inurl"
+    assert load_config({"REDIS_URL": "redis://h:1/0", "REDIS_PASSWORD": "a b"}).BROKER_URL == "redis://:a%20b@h:1/0"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sentinel://h:1;redis://h:2/0",
+        "sentinel://:26379/0",
+        "sentinel://h:1/zero",
+        "sentinel://h:1/0;sentinel://h:2/1",
+        "sentinel://h:99999/0",
+        "sentinel://h:1/0;",
+        "redis://a:1/0;redis://b:1/0",
+    ],
+)
+def test_a_malformed_sentinel_url_is_refused_naming_the_setting(url):
+    with pytest.raises(ConfigError, match="BROKER_URL"):
+        load_config({"BROKER_URL": url})
+
+
+def test_sentinel_settings_reach_the_broker_and_the_result_backend():
+    config = load_config({"REDIS_URL": SENTINELS, "REDIS_SENTINEL_MASTER": "jobs", "REDIS_SENTINEL_PASSWORD": "s"})
+    sentinel = {"master_name": "jobs", "sentinel_kwargs": {"socket_timeout": 2.0, "socket_connect_timeout": 1.0,
+                                                           "password": "s"}}
+    assert config.CELERY["broker_transport_options"].items() >= {**sentinel, "replica_wait_ms": 500}.items()
+    assert config.CELERY["result_backend_transport_options"] == sentinel
+    assert config.CELERY["result_backend"].startswith("backend.taskqueue.results:JobsSentinelResultBackend+sentinel:")
+
+
+def test_a_replica_wait_as_long_as_the_socket_timeout_is_refused():
+    with pytest.raises(ConfigError, match="REDIS_SENTINEL_WAIT_MS"):
+        load_config({"REDIS_URL": SENTINELS, "REDIS_SENTINEL_WAIT_MS": "2000"})
+
+
+def test_sentinel_urls_get_our_transport_backend_and_a_sentinel_client(make_app):
+    app = make_app(SENTINELS)
+    celery = extensions.celery_app(app)
+    with celery.connection_for_write() as connection:
+        assert isinstance(connection.transport, SentinelTransport)
+    assert isinstance(celery.backend, JobsSentinelResultBackend)
+    pool = redis_client(load_config({"REDIS_URL": SENTINELS})).connection_pool
+    assert (pool.service_name, pool.connection_kwargs["db"]) == ("mymaster", 2)

@@ -23,6 +23,8 @@ REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.exceptions.TimeoutError,
     # kombu's wrapper of a broker connection error, raised by apply_async and broadcasts.
     OperationalError,
+    # During a Sentinel failover, a master demoted to replica refuses writes (READONLY).
+    redis.exceptions.ReadOnlyError,
 )
 
 # Redis' own reply to a write it refuses at maxmemory (noeviction, as a broker must run).

@@ -14,7 +14,9 @@ stored state, so it cannot miss a result that arrived first.
 
 A state a worker stores while Redis is full (noeviction at maxmemory) waits until Redis
 takes it (wait_while_full): the job neither fails nor loses its result because memory
-ran out, and its message is acknowledged only after the store (late acks).
+ran out, and its message is acknowledged only after the store (late acks). A Redis that
+does not answer is waited for too, for UNAVAILABLE_WAIT_SECONDS: a Sentinel failover
+takes a few seconds, and a job that was starting meanwhile starts on the new master.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.exceptions import BackendStoreError
 
 from backend.jobs import states
-from backend.jobs.errors import is_redis_full
+from backend.jobs.errors import REDIS_UNAVAILABLE, is_redis_full
 from backend.jobs.records import JobRecords
 
 logger = logging.getLogger(__name__)
@@ -39,33 +41,37 @@ logger = logging.getLogger(__name__)
 FULL_RETRY_SECONDS = 0.5
 # Seconds between two warnings that a write still waits.
 FULL_WARNING_SECONDS = 30.0
+# Seconds a worker's write waits for a Redis that does not answer before the error is
+# raised: well above a Sentinel failover (docs/operations.md#redis-sentinel has its figures).
+UNAVAILABLE_WAIT_SECONDS = 30.0
 
 T = TypeVar("T")
 
 
 def wait_while_full(write: Callable[[], T], what: str) -> T:
     """`write()`, tried again every FULL_RETRY_SECONDS while Redis refuses it because it
-    is full; any other error is raised. For a worker only: the job it runs waits (its
-    message stays held and leased, backend/taskqueue/leases.py), where an API request
-    answers 503 `redis_full` instead."""
+    is full, or for up to UNAVAILABLE_WAIT_SECONDS while it does not answer; any other
+    error is raised. For a worker only: the job it runs waits (its message stays held and
+    leased, backend/taskqueue/leases.py), where an API request answers 503 instead."""
     refused_at: float | None = None
     warned_at = 0.0
     while True:
         try:
             done = write()
         except Exception as exc:
-            if not is_redis_full(exc):
-                raise
             now = time.monotonic()
             if refused_at is None:
                 refused_at = now
+            unavailable = isinstance(exc, REDIS_UNAVAILABLE) and now - refused_at < UNAVAILABLE_WAIT_SECONDS
+            if not (is_redis_full(exc) or unavailable):
+                raise
             if now - warned_at >= FULL_WARNING_SECONDS:
                 warned_at = now
-                logger.warning("Redis is full: %s waits until memory is freed (%s: %s)", what, type(exc).__name__, exc)
+                logger.warning("Redis is full or unavailable: %s waits (%s: %s)", what, type(exc).__name__, exc)
             time.sleep(FULL_RETRY_SECONDS)
             continue
         if refused_at is not None:
-            logger.info("Redis took %s after %.1f s full", what, time.monotonic() - refused_at)
+            logger.info("Redis took %s after %.1f s", what, time.monotonic() - refused_at)
         return done
 
 
@@ -126,3 +132,8 @@ class JobsResultBackend(RedisBackend):
             pipe.set(key, value, ex=expires or None)
             pipe.publish(key, value)
             pipe.execute()
+
+
+class JobsSentinelResultBackend(JobsResultBackend, SentinelBackend):
+    """JobsResultBackend through Redis Sentinel (config.SENTINEL_RESULTS_BACKEND_CLASS, for a
+    sentinel:// RESULT_BACKEND): Celery's SentinelBackend finds the master, ours stores."""

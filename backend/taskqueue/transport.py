@@ -6,7 +6,11 @@ kombu builds a new `redis.Redis` object for every publish, ack and requeue
 copies the response-callback table (redis-py#3624). The connections come from
 the channel's pool either way, and a `redis.Redis` is safe to share between
 threads, so each channel keeps one. make_celery installs it for redis:// and
-rediss:// broker URLs (use_for_redis_urls).
+rediss:// broker URLs, and its Sentinel variant for sentinel:// ones (use_for_redis_urls).
+
+Through Sentinel, a publish waits until a replica has its message (WAIT): what
+the API accepted (202) survives the master's death, since Sentinel promotes that
+replica. docs/operations.md says what it costs.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import redis
 from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
 from kombu.utils.objects import cached_property
 
 from backend.jobs.errors import is_redis_full
@@ -109,8 +114,55 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+class NotReplicated(redis.exceptions.ConnectionError):
+    """The master has a replica, and it did not take a published message in time: the
+    message was taken back, and the caller (the API: a 503) may publish it again. A
+    ConnectionError: for the API, such a master is as good as unavailable."""
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """Our channel (QoS, shared client) on kombu's Sentinel channel: connections go to
+    whichever server the sentinels name master."""
+
+    from_transport_options = (  # type: ignore[assignment]  # one option more than kombu's
+        *kombu_redis.SentinelChannel.from_transport_options, "replica_wait_ms",
+    )
+    # Milliseconds a publish waits for a replica (config.REDIS_SENTINEL_WAIT_MS); 0: no wait.
+    replica_wait_ms = 0
+    # Replicas the master had at the last publish (its ROLE): 0 after a failover left the
+    # promoted master alone, and a publish then does not wait for a replica that is not there.
+    replicas = 1
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's _put, then WAIT on the same connection: WAIT covers that connection's
+        writes and, replication being one ordered stream, all written before them, such as
+        the job's record. A master with a replica that did not take it in time takes it back."""
+        if not self.replica_wait_ms or kwargs.get("_publish_batch") is not None or queue in (self._expires or {}):
+            super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]  # kombu is untyped
+            return
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))  # type: ignore[no-untyped-call]
+        payload = dumps(message)  # type: ignore[no-untyped-call]  # kombu is untyped
+        with self.conn_or_acquire() as client:
+            with client.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, payload)
+                pipe.wait(min(self.replicas, 1), self.replica_wait_ms)
+                pipe.execute_command("ROLE")
+                _, acknowledged, role = pipe.execute()
+            # ROLE, on a master: ["master", offset, [[host, port, offset], ...]].
+            self.replicas = len(role[2])
+            if acknowledged < 1 and self.replicas:
+                client.lrem(key, 1, payload)
+                raise NotReplicated(f"no replica took the message within {self.replica_wait_ms} ms")
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
 def use_for_redis_urls() -> None:
-    """redis:// and rediss:// broker URLs get this transport, through kombu's own table of
-    URL schemes. Not Celery's broker_transport setting: that replaces the scheme, which
-    kombu reads to turn TLS on for rediss:// and Flower reads to pick its broker view."""
+    """redis:// and rediss:// broker URLs get this transport, sentinel:// ones its Sentinel
+    variant, through kombu's own table of URL schemes. Not Celery's broker_transport setting:
+    that replaces the scheme, which kombu reads to turn TLS on for rediss:// and Flower
+    reads to pick its broker view."""
     TRANSPORT_ALIASES["redis"] = TRANSPORT_ALIASES["rediss"] = f"{__name__}:Transport"
+    TRANSPORT_ALIASES["sentinel"] = f"{__name__}:SentinelTransport"
