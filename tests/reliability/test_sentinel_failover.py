@@ -130,6 +130,9 @@ def test_a_master_killed_mid_submits_fails_over_with_no_accepted_job_lost(sentin
 
     wait_until(all_ended, 60, what="every accepted job to end")
     outcomes = Counter(state(url, job) for job in submissions.accepted)
+    # The count is the test's own write (tests/support_tasks.py), which does not wait for a
+    # Redis that does not answer: a run that began during the failover may go uncounted.
+    # SUCCESS proves each job ran; the count proves none ran twice.
     executions = {job.decode(): int(runs) for job, runs in store.hgetall(EXECUTIONS).items()}
     lost = len(submissions.accepted) - outcomes["SUCCESS"]
     twice = sum(1 for job in submissions.accepted if executions.get(job, 0) > 1)
@@ -157,7 +160,6 @@ def test_a_master_killed_mid_submits_fails_over_with_no_accepted_job_lost(sentin
     assert worker_back_s <= RECOVERY_LIMIT_S
     assert lost == 0, outcomes
     assert twice <= CONCURRENCY
-    assert all(executions.get(job, 0) >= 1 for job in submissions.accepted)
 
 
 def accepted_since(submissions: Submissions, since: float) -> str | None:
