@@ -58,6 +58,10 @@ class Paths:
         return self.root / "bench" / "results" / "latest.json"
 
     @property
+    def capacity_page(self) -> Path:
+        return self.root / "docs" / "capacity.md"
+
+    @property
     def reliability_page(self) -> Path:
         return self.root / "docs" / "reliability.md"
 
@@ -266,6 +270,53 @@ def _issue_12(doc: dict[str, Any]) -> list[str]:
 # --- docs/reliability.md -----------------------------------------------------------------
 
 
+# What a Redis of each size is planned for: half its memory holds retained jobs, the rest is
+# headroom for queued messages, fragmentation and the copy-on-write of an append-only rewrite.
+CAPACITY_GIB = (1, 8, 64)
+RETAINED_SHARE = 0.5
+DEFAULT_RETENTION_S = 86_400
+
+
+def render_capacity(doc: dict[str, Any]) -> list[str]:
+    """Capacity from the bench: memory per retained job, jobs a day per Redis size, and
+    the CPU a job costs a worker and Redis (trivial tasks: the service's own overhead)."""
+    memory = doc["retained_memory"]
+    per_job = memory["bytes_per_job"]
+    server = memory["redis_server"]
+    cpu = doc["cpu_ms_per_op"]
+    worker_ms = cpu["worker_ours"]["worker"]
+    redis_ms = cpu["http_submit"]["redis"] + cpu["worker_ours"]["redis"] + cpu["status"]["redis"]
+    api_ms = cpu["http_submit"]["api"]
+    lines = [
+        f"Measured by `make bench` on {_when(doc['generated_at'])}, {server['version']} "
+        f"({server['allocator']} malloc), with `RESULT_EXPIRES` at its default of one day.",
+        "",
+    ]
+    lines += markdown_table(
+        ["Redis memory", "jobs retained, so jobs a day at a day's retention", "sustained rate"],
+        [
+            [f"{gib} GiB", bench_number(gib * 2**30 * RETAINED_SHARE / per_job),
+             f"{bench_number(gib * 2**30 * RETAINED_SHARE / per_job / DEFAULT_RETENTION_S)} jobs/s"]
+            for gib in CAPACITY_GIB
+        ],
+    )
+    lines += [""]
+    lines += markdown_table(
+        ["cost of one job (a trivial task)", "measured", "so one core does"],
+        [
+            ["Redis memory while retained (record, result, two index entries)", f"{bench_number(per_job)} bytes",
+             "—"],
+            ["API CPU per submit over HTTP", f"{bench_number(api_ms, 3)} ms",
+             f"{bench_number(1000 / api_ms)} submits/s"],
+            ["worker CPU per job, besides the task's own work", f"{bench_number(worker_ms, 3)} ms",
+             f"{bench_number(1000 / worker_ms)} jobs/s"],
+            ["Redis CPU per job (submit, run, one status read)", f"{bench_number(redis_ms, 3)} ms",
+             f"{bench_number(1000 / redis_ms)} jobs/s"],
+        ],
+    )
+    return lines
+
+
 def render_reliability(snapshot: dict[str, Any]) -> list[str]:
     """The figures of one reliability run, as the suite prints them at its end."""
     figures = snapshot["figures"]
@@ -393,6 +444,7 @@ class Page:
 def pages(paths: Paths) -> list[Page]:
     return [
         Page("performance", paths.performance_page, paths.bench_json, render_performance),
+        Page("capacity", paths.capacity_page, paths.bench_json, render_capacity),
         Page("reliability", paths.reliability_page, paths.reliability_snapshot, render_reliability),
     ]
 

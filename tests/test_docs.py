@@ -52,6 +52,13 @@ def test_performance_page_matches_latest_bench_json():
     )
 
 
+def test_capacity_page_matches_latest_bench_json():
+    page = page_named("capacity")
+    assert docs_figures.rendered(PATHS, page) == page.path.read_text(), (
+        f"docs/capacity.md disagrees with bench/results/latest.json: {STALE_HINT}"
+    )
+
+
 def test_reliability_page_matches_its_figures_snapshot():
     page = page_named("reliability")
     assert docs_figures.rendered(PATHS, page) == page.path.read_text(), (
@@ -102,6 +109,7 @@ def project(tmp_path) -> Paths:
     copy = Paths(tmp_path)
     for source, target in [
         (PATHS.performance_page, copy.performance_page),
+        (PATHS.capacity_page, copy.capacity_page),
         (PATHS.reliability_page, copy.reliability_page),
         (PATHS.bench_json, copy.bench_json),
         (PATHS.reliability_snapshot, copy.reliability_snapshot),
