@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import re
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from devtools.redis_server import find_redis_server
 from devtools.tables import aligned_table
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -323,6 +325,8 @@ def render_reliability(snapshot: dict[str, Any]) -> list[str]:
     met = sum(1 for figure in figures if figure["met"])
     machine = snapshot.get("machine") or {}
     where = f" on {machine['cores']} cores, Python {machine['python']}" if machine else ""
+    if machine.get("redis_server"):
+        where += f", {machine['redis_server']}"
     lines = [
         f"Run of `tests/reliability` finished {_when(snapshot['run_finished_at'])}{where}, every process on "
         f"the one machine: {len(figures)} figures, {met} within their target.",
@@ -364,6 +368,18 @@ def read_snapshot(path: Path) -> dict[str, Any]:
     return snapshot
 
 
+def _server_binary() -> str | None:
+    """The server the suite starts (devtools/redis_server.py chooses it), from its --version:
+    "Valkey 8.1.8", "Redis 7.2.4"; None when there is none to ask."""
+    try:
+        output = subprocess.run([find_redis_server(), "--version"], capture_output=True, text=True,
+                                timeout=10, check=False).stdout
+    except (RuntimeError, OSError, subprocess.SubprocessError):
+        return None
+    found = re.match(r"(\w+) server v=(\S+)", output)
+    return f"{found.group(1)} {found.group(2)}" if found else None
+
+
 def take_snapshot(paths: Paths, run: Path) -> str:
     """Copy the run's figures to the committed snapshot when it is a newer, complete run.
 
@@ -389,7 +405,7 @@ def take_snapshot(paths: Paths, run: Path) -> str:
                  f"(git ignores var/); docs/reliability.md is rendered from it by {COMMAND}.",
         "run_finished_at": finished,
         # Of the machine that took the snapshot: normally the one that ran the suite.
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "redis_server": _server_binary()},
         "figures": figures,
     }
     paths.reliability_snapshot.parent.mkdir(parents=True, exist_ok=True)
