@@ -54,6 +54,16 @@ class Process:
         self._log.close()
 
 
+def terminate_or_kill(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if the process has not ended within `timeout` s; reaped either way."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def join_or_kill(children, timeout: float) -> None:
     """Wait up to `timeout` s for each multiprocessing child to end; kill the ones that do not."""
     for child in children:

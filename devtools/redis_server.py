@@ -34,6 +34,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from config import read_environment
+from devtools.processes import terminate_or_kill
 
 HOST = "127.0.0.1"
 LOG_LINES_IN_ERRORS = 20
@@ -298,12 +299,7 @@ class RedisServer:
             return
         if process.poll() is None:
             process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate_or_kill(process, timeout)
 
     def pause(self) -> None:
         """SIGSTOP: the kernel still accepts connections, but nothing ever answers (a hung Redis)."""

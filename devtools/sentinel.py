@@ -23,6 +23,7 @@ from collections.abc import Callable
 import redis
 
 from config import DEFAULT_SENTINEL_MASTER, SENTINEL_SCHEME
+from devtools.processes import terminate_or_kill
 from devtools.redis_server import HOST, RedisServer, find_redis_server, free_port, quick_client
 
 SENTINELS = 3
@@ -111,12 +112,7 @@ class SentinelProcess:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate_or_kill(process, timeout)
 
 
 class SentinelSetup:
