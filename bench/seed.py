@@ -230,7 +230,8 @@ class JobSeeder:
                 submitted = start + rng.random() * (self.ttl - UNFINISHED_WINDOW_S)
             job_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
             job_input, result = _inputs(name, rng)
-            score, fields = self.records.new_record(name, owner, job_input, now=submitted)
+            record = self.records.new_record(job_id, name, owner, job_input, now=submitted)
+            score, fields = record.score, record.fields
             fields[fields.index("state") + 1] = state
             started = submitted + rng.uniform(0.001, 0.05)
             done = started + rng.uniform(*RUN_SECONDS)

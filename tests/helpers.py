@@ -73,7 +73,9 @@ def service_env(redis_url: str, **extra: str) -> dict[str, str]:
     CLI_DB,
     METRICS_DB,
     CLIENTS_DB,  # clients and ownership (tests/test_clients.py); no worker
-) = range(10)
+    SPLIT_BROKER_DB,  # queues apart from their records' database (tests/test_queued_tasks.py)
+    OBSERVER_DB,  # a connection that watches the others (MONITOR) and writes nothing
+) = range(12)
 
 
 def db_url(server: RedisServer, db: int) -> str:

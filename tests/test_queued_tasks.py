@@ -8,7 +8,7 @@ import json
 import redis
 
 from backend.taskqueue.task import RECORDED_HEADER
-from tests.helpers import QUEUE, wait_for_state, wait_until
+from tests.helpers import IDLE_DB, OBSERVER_DB, QUEUE, SPLIT_BROKER_DB, db_url, wait_for_state, wait_until
 
 STATUS_FIELDS = {
     "task_id", "name", "state", "progress", "result", "error", "submitted_at", "started_at", "finished_at",
@@ -115,3 +115,36 @@ def test_a_submitted_message_says_its_job_is_recorded(idle_client, idle_redis_ur
     messages = [json.loads(raw) for raw in redis.Redis.from_url(idle_redis_url).lrange(QUEUE, 0, -1)]
     headers = next(message["headers"] for message in messages if message["headers"]["id"] == job_id)
     assert headers[RECORDED_HEADER] is True
+
+
+def test_a_submit_is_one_command_to_redis_that_writes_the_record_and_pushes_the_message(
+    idle_client, idle_redis_url, redis_server
+):
+    """Where the queues and the records share a database (the default), one script
+    writes the record, its index entries and the message (backend/taskqueue/recorded_publish.py)."""
+    assert idle_client.post("/add", json={"x": 1, "y": 2}).status_code == 202  # connections opened, script loaded
+    observer = redis.Redis.from_url(db_url(redis_server, OBSERVER_DB))
+    with observer.monitor() as monitor:
+        job_ids = [idle_client.post("/add", json={"x": 1, "y": 2}).get_json()["task_id"] for _ in range(10)]
+        observer.echo("submits done")
+        sent = []  # the commands the API sent, not those its scripts ran (client type "lua")
+        while (command := monitor.next_command())["command"] != "ECHO submits done":
+            if command["db"] == IDLE_DB and command["client_type"] != "lua":
+                sent.append(command["command"].split()[0])
+    assert sent == ["EVALSHA"] * 10
+    queued = {json.loads(raw)["headers"]["id"] for raw in redis.Redis.from_url(idle_redis_url).lrange(QUEUE, 0, -1)}
+    assert set(job_ids) <= queued
+    assert {idle_client.get(f"/status/{job_id}").get_json()["state"] for job_id in job_ids} == {"QUEUED"}
+
+
+def test_with_the_queues_in_another_database_a_submit_still_records_its_job(make_app, idle_redis_url, redis_server):
+    """Then the record is written first and the message pushed after, in two commands."""
+    broker_url = db_url(redis_server, SPLIT_BROKER_DB)
+    client = make_app(idle_redis_url, BROKER_URL=broker_url).test_client()
+    job_id = client.post("/add", json={"x": 1, "y": 2}).get_json()["task_id"]
+    assert client.get(f"/status/{job_id}").get_json()["state"] == "QUEUED"
+    broker = redis.Redis.from_url(broker_url)
+    try:
+        assert job_id in {json.loads(raw)["headers"]["id"] for raw in broker.lrange(QUEUE, 0, -1)}
+    finally:
+        broker.flushdb()

@@ -188,7 +188,7 @@ def test_a_rate_limit_count_refused_is_503_redis_full(server, full):
 def test_a_record_whose_publish_failed_can_be_deleted_while_redis_is_full(app, store, full):
     with app.app_context():
         records = extensions.job_records()
-        records.create("deleted-while-full", "add", owner="anonymous", job_input={"x": 1, "y": 2})
+        records.create(records.new_record("deleted-while-full", "add", "anonymous", {"x": 1, "y": 2}))
         with full():
             records.delete("deleted-while-full")
     assert store.exists("job:deleted-while-full") == 0

@@ -88,14 +88,14 @@ local function index_remove(state, name, owner, job_id)
   remove_from(by_task, TASK_INDEX_SETS, job_id)
 end
 
--- A new job: its record (fields: a flat name, value list with state, name and owner),
--- expiring after ttl seconds, and its index entry scored by its submit time.
+-- A new job: its record (fields: a flat name, value list that begins with name, state
+-- and owner, in that order: JobRecords.new_record), expiring after ttl seconds, and its
+-- index entries scored by its submit time.
 local function create_record(job_id, ttl, score, fields)
   local key = RECORD_PREFIX .. job_id
   redis.call('HSET', key, unpack(fields))
   redis.call('EXPIRE', key, ttl)
-  local f = redis.call('HMGET', key, 'state', 'name', 'owner')
-  index_add(f[1], f[2], f[3], score, job_id)
+  index_add(fields[4], fields[2], fields[6], score, job_id)
 end
 
 -- The job now is in `state`: its record says so and its entries move to that state's sets.

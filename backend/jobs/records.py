@@ -68,6 +68,14 @@ create_record(job_id, ttl, score, {unpack(ARGV, 7)})
 return {'created'}
 """
 
+# A new job's record and index entries (ARGV[5:] are the record's fields), then its
+# message (ARGV[4]) pushed on its queue's list (KEYS[1]): one round trip for a submit, where the
+# queues and the records share a Redis database. The record comes first, as it must.
+_CREATE_AND_PUSH = LUA_FUNCTIONS + """
+create_record(ARGV[1], ARGV[2], ARGV[3], {unpack(ARGV, 5)})
+redis.call('LPUSH', KEYS[1], ARGV[4])
+"""
+
 # A job whose message a worker received without a record (sent by code that does not
 # use our task class: `celery call`, send_task): its record from now on, unless one exists.
 _CREATE_IF_MISSING = LUA_FUNCTIONS + """
@@ -165,6 +173,18 @@ return 1
 
 
 @dataclass(frozen=True)
+class NewRecord:
+    """A job's record before it is written: the id, the index score (its submit time in
+    milliseconds), the fields as a flat list (name, state and owner first), and the job it
+    retries, if any."""
+
+    job_id: str
+    score: int
+    fields: list[str]
+    retry_of: str | None = None
+
+
+@dataclass(frozen=True)
 class Created:
     """What create() did: `outcome` is `created`, or why not (see _CREATE): `replayed`
     (then job_id and fingerprint are the bound job's), `gone`, `already_retried`
@@ -184,6 +204,7 @@ class JobRecords:
         self.ttl = ttl_seconds
         self.input_max_bytes = input_max_bytes
         self._create = client.register_script(_CREATE)
+        self._create_and_push = client.register_script(_CREATE_AND_PUSH)
         self._create_if_missing = client.register_script(_CREATE_IF_MISSING)
         self._delete = client.register_script(_DELETE)
         self._start = client.register_script(_START_UNLESS_CANCELLED)
@@ -196,14 +217,16 @@ class JobRecords:
         return KEY_PREFIX + job_id
 
     def new_record(
-        self, task_name: str, owner: str, job_input: Any, retry_of: str | None = None, *, now: float | None = None
-    ) -> tuple[int, list[str]]:
-        """The index score and the fields (flat) of a new job's record; the worker adds the rest.
+        self, job_id: str, task_name: str, owner: str, job_input: Any, retry_of: str | None = None,
+        *, now: float | None = None,
+    ) -> NewRecord:
+        """A new job's record, not written yet; the worker adds the rest of its fields.
 
         The input is kept for a retry, unless its JSON is over input_max_bytes: then only
         its size is, and the job cannot be retried (its status says so).
         """
         score = score_of(time.time() if now is None else now)
+        # The scripts find name, state and owner by their place (index.py's create_record).
         # The time shown and the score are the same millisecond.
         fields = {"name": task_name, "state": states.QUEUED, "owner": owner, "submitted_at": epoch_iso(score / 1000)}
         encoded = json.dumps(job_input, separators=(",", ":"), default=str)
@@ -214,25 +237,18 @@ class JobRecords:
             fields["input_bytes"] = str(size)
         if retry_of:
             fields["retry_of"] = retry_of
-        return score, [part for field in fields.items() for part in field]
+        return NewRecord(job_id, score, [part for field in fields.items() for part in field], retry_of)
 
-    def create(
-        self,
-        job_id: str,
-        task_name: str,
-        *,
-        owner: str,
-        job_input: Any,
-        retry_of: str | None = None,
-        idempotency: tuple[str, str] | None = None,
-    ) -> Created:
-        """Write a new job's record and index entry (before its message is published).
+    def create(self, record: NewRecord, idempotency: tuple[str, str] | None = None) -> Created:
+        """Write a new job's record and index entries (before its message is published).
 
         `idempotency` is (Redis key, request fingerprint): see _CREATE.
         """
-        score, fields = self.new_record(task_name, owner, job_input, retry_of)
+        job_id = record.job_id
         idempotency_key, fingerprint = idempotency or ("", "")
-        reply = self._create(args=[job_id, self.ttl, score, retry_of or "", idempotency_key, fingerprint, *fields])
+        reply = self._create(
+            args=[job_id, self.ttl, record.score, record.retry_of or "", idempotency_key, fingerprint, *record.fields]
+        )
         outcome, *rest = (part.decode() for part in reply)
         if outcome == "replayed":
             return Created(outcome, job_id=rest[0], fingerprint=rest[1])
@@ -242,10 +258,18 @@ class JobRecords:
             return Created(outcome, state=rest[0])
         return Created(outcome, job_id=job_id if outcome == "created" else None)
 
-    def create_if_missing(self, job_id: str, task_name: str, job_input: Any) -> bool:
-        """Write the record of a job sent by other code unless it has one; True if written."""
-        score, fields = self.new_record(task_name, CODE_OWNER, job_input)
-        return bool(self._create_if_missing(args=[job_id, self.ttl, score, *fields]))
+    def create_and_push(self, record: NewRecord, queue_key: bytes | str, message: bytes | str, client: Any) -> None:
+        """Write `record` and its index entries, then push `message` on the list `queue_key`,
+        in one script that `client` (a broker connection to this same Redis database, or
+        a pipeline of one) runs: see _CREATE_AND_PUSH."""
+        self._create_and_push(
+            keys=[queue_key], args=[record.job_id, self.ttl, record.score, message, *record.fields], client=client
+        )
+
+    def create_if_missing(self, record: NewRecord) -> bool:
+        """Write `record` unless the job has one (a job sent by other code, recorded when a
+        worker receives it); True if written."""
+        return bool(self._create_if_missing(args=[record.job_id, self.ttl, record.score, *record.fields]))
 
     def delete(self, job_id: str) -> None:
         """Remove a job whose message could not be published: record, index entry, retry link."""
@@ -285,8 +309,9 @@ class JobRecords:
             result_key, meta = started
             keys.append(result_key)
         # Fields for a record the job may not have (sent by other code, not recorded when received).
-        score, fields = self.new_record(task_name, CODE_OWNER, job_input)
-        return int(self._start(keys=keys, args=[now_iso(), self.ttl, task_name, attempt, meta, job_id, score, *fields]))
+        record = self.new_record(job_id, task_name, CODE_OWNER, job_input)
+        args: list[str | int] = [now_iso(), self.ttl, task_name, attempt, meta, job_id, record.score, *record.fields]
+        return int(self._start(keys=keys, args=args))
 
     def uncount_delivery(self, job_id: str, attempt: int = 0) -> None:
         """The worker handed this delivery back on purpose: do not count it as a death."""

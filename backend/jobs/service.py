@@ -67,23 +67,29 @@ def enqueue(
 ) -> Submission:
     """Record, index and publish a job of `task` with validated `params`.
 
-    The record is written first, in one atomic step with the idempotency key's binding
-    and the retry's link (JobRecords.create); a failed publish removes it again.
+    The record is written first: by the task's publish, in the same round trip as the
+    message (backend/taskqueue/recorded_publish.py), or, for an idempotency key or a
+    retry, before it, in one atomic step with the key's binding or the retry's link
+    (JobRecords.create), which decide whether to publish at all. A failed publish
+    removes the record again.
     """
     job_id = uuid()
+    # This Flask app's Celery, not the process-wide default app that @shared_task points to.
+    celery_task = extensions.celery_app().tasks[task.name]
+    if idempotency_key is None and retry_of is None:
+        celery_task.apply_async(kwargs=params, task_id=job_id, owner=owner)
+        return Submission(job_id, task.name)
     idempotency = None
     if idempotency_key is not None:
         request = fingerprint(task.name, params) if retry_of is None else fingerprint("retry", {"job": retry_of})
         idempotency = (redis_key(owner, idempotency_key), request)
-    created = extensions.job_records().create(
-        job_id, task.name, owner=owner, job_input=params, retry_of=retry_of, idempotency=idempotency
-    )
+    records = extensions.job_records()
+    created = records.create(records.new_record(job_id, task.name, owner, params, retry_of), idempotency)
     if idempotency is not None and (replayed := replayed_job(created, idempotency[1])):
         return Submission(replayed, task.name, replayed=True)
     if created.outcome != "created":
         raise _not_retried(retry_of or "", created)
-    # This Flask app's Celery, not the process-wide default app that @shared_task points to.
-    extensions.celery_app().tasks[task.name].apply_async(kwargs=params, task_id=job_id, record_written=True)
+    celery_task.apply_async(kwargs=params, task_id=job_id, record_written=True)
     return Submission(job_id, task.name)
 
 

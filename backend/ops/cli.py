@@ -59,6 +59,10 @@ Model = TypeVar("Model", bound=BaseModel)
 jobs = AppGroup("jobs", help="Submit, look up, list, retry and cancel jobs, as the API does.")
 
 
+# Redis not answering, or answering with an error (such as the refusal of a full Redis).
+REDIS_ERRORS: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, redis.RedisError)
+
+
 @contextmanager
 def service_errors() -> Iterator[None]:
     """The API's error message as a one-line error (exit status 1) instead of a traceback."""
@@ -66,12 +70,13 @@ def service_errors() -> Iterator[None]:
         yield
     except ServiceError as exc:
         raise click.ClickException(exc.message) from None
-    except REDIS_UNAVAILABLE as exc:
-        raise click.ClickException(f"Redis is unavailable, retry later ({exc})") from None
-    except redis.RedisError as exc:
-        if not is_redis_full(exc):
-            raise
-        raise click.ClickException(f"{REDIS_FULL_MESSAGE}; retry later") from None
+    except REDIS_ERRORS as exc:
+        # First: kombu wraps a publish that a full Redis refused in an OperationalError.
+        if is_redis_full(exc):
+            raise click.ClickException(f"{REDIS_FULL_MESSAGE}; retry later") from None
+        if isinstance(exc, REDIS_UNAVAILABLE):
+            raise click.ClickException(f"Redis is unavailable, retry later ({exc})") from None
+        raise
 
 
 def _echo_status(status: JobStatus) -> None:

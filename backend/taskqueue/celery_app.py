@@ -48,6 +48,8 @@ def make_celery(app: Flask, records: JobRecords) -> Celery:
                 return self.run(*args, **kwargs)
 
     FlaskTask.records = records
+    # One Redis database for queues and records: a submit writes both with one script.
+    FlaskTask.record_with_message = app.config["BROKER_LOCATION"] == app.config["RESULT_BACKEND_LOCATION"]
     for name in CELERY_URL_OVERRIDES:
         if os.environ.pop(name, None) not in (None, app.config["BROKER_URL"], app.config["RESULT_BACKEND"]):
             logger.warning("%s is ignored: set BROKER_URL or RESULT_BACKEND (config.py) instead", name)

@@ -31,6 +31,7 @@ from celery.worker.consumer import Consumer
 from celery.worker.state import active_requests
 
 from backend.jobs.errors import REDIS_UNAVAILABLE, is_redis_full
+from backend.jobs.records import CODE_OWNER
 from backend.taskqueue.task import RECORDED_HEADER
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,10 @@ def record_received_job(sender: Any, request: Any, **_: Any) -> None:
     if task is None or not getattr(task, "job_record", False):
         return  # unknown to this worker (Celery rejects it), or internal (no records)
     try:
-        task.records.create_if_missing(request.id, request.name, task.input_of(request.args, request.kwargs))
+        records = task.records
+        records.create_if_missing(
+            records.new_record(request.id, request.name, CODE_OWNER, task.input_of(request.args, request.kwargs))
+        )
     except Exception as exc:
         if not (isinstance(exc, REDIS_UNAVAILABLE) or is_redis_full(exc)):
             raise

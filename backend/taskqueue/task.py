@@ -4,7 +4,8 @@ Before a job runs, the worker marks its record started in one atomic step that
 also refuses a job cancelled while queued and a job whose earlier deliveries all
 died with their worker. While it runs, a task reports progress and checks for a
 cooperative cancel. Publishing writes the record first, so a job's id is known
-(QUEUED) before any worker can see its message.
+(QUEUED) before any worker can see its message: with the message, in one script, where
+the queues and the records share a Redis database (recorded_publish.py).
 
 In a worker, every write of a job's own (its start, its progress and states, a
 retry's resend) waits while Redis is full (results.wait_while_full): a job pauses
@@ -26,6 +27,7 @@ from celery.utils import uuid
 
 from backend.jobs import states
 from backend.jobs.records import CODE_OWNER, JobRecords
+from backend.taskqueue.recorded_publish import PendingRecord, publishing
 from backend.taskqueue.results import wait_while_full
 
 # In the headers of every message RecordedTask publishes: its job's record exists already,
@@ -40,7 +42,8 @@ class DeliveryLimitExceeded(Exception):
 class RecordedTask(Task):
     """A task whose every job has a record (`job:<id>`): progress, cancel, delivery count.
 
-    `records` and `max_deliveries` are set by make_celery on the app's subclass.
+    `records`, `max_deliveries` and `record_with_message` are set by make_celery on the
+    app's subclass.
     """
 
     abstract = True
@@ -51,6 +54,9 @@ class RecordedTask(Task):
     # False for internal tasks (backend/taskqueue/periodic.py): no job:<id> record, so no
     # status lookup, cancel or delivery count; they must be safe to run twice.
     job_record: bool = True
+    # True where the broker's queues and the records share a Redis database: the transport
+    # then writes a new job's record in the script that pushes its message (recorded_publish.py).
+    record_with_message: bool = False
 
     def apply_async(
         self,
@@ -76,19 +82,30 @@ class RecordedTask(Task):
         # Celery's Task.retry() sends the same job again (retries ≥ 1): its record exists,
         # and stays when that send fails (Celery then ends the job FAILURE).
         resent = bool(options.get("retries"))
+        pending = None
         if not (record_written or resent):
-            self.records.create(job_id, self.name, owner=owner, job_input=self.input_of(args, kwargs))
+            record = self.records.new_record(job_id, self.name, owner, self.input_of(args, kwargs))
+            if self.record_with_message:
+                pending = PendingRecord(self.records, record)
+            else:
+                self.records.create(record)
         options["headers"] = {**(options.get("headers") or {}), RECORDED_HEADER: True}
         publish = partial(super().apply_async, args, kwargs, task_id=job_id, **options)
         try:
             if resent:
                 # Sent by its worker (Task.retry): a full Redis pauses the job, as its states do.
                 return wait_while_full(publish, f"the retry of job {job_id}")
-            return publish()
+            with publishing(pending):
+                result = publish()
         except BaseException:
             if not resent:
                 self.records.delete(job_id)
             raise
+        if pending is not None and not pending.written:
+            # Routed where the transport pushes no list (a fanout exchange, a queue with an
+            # expiry): the message is out, and a worker may have recorded the job as `code`'s.
+            self.records.create_if_missing(pending.record)
+        return result
 
     def input_of(self, args: Any, kwargs: Any) -> dict[str, Any]:
         """The job's input as keyword arguments (what a retry validates and submits):

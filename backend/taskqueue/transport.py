@@ -29,6 +29,7 @@ from kombu.utils.json import dumps
 from kombu.utils.objects import cached_property
 
 from backend.jobs.errors import is_redis_full
+from backend.taskqueue.recorded_publish import pending_for
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,30 @@ class Channel(kombu_redis.Channel):
     def conn_or_acquire(self, client: redis.Redis | None = None) -> Iterator[redis.Redis]:
         yield client or self._shared_client
 
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's _put; a job's message whose record is pending (recorded_publish.py) is
+        pushed by the script that writes the record, in the same round trip."""
+        if kwargs.get("_publish_batch") is not None or queue in (self._expires or {}):
+            super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]  # kombu is untyped
+            return
+        with self.conn_or_acquire() as client:
+            self._push(self._queue_key(queue, message), dumps(message), message, client)  # type: ignore[no-untyped-call]
+
+    def _queue_key(self, queue: str, message: Any) -> str:
+        """The list the message goes on: its queue's, or the list of its priority step."""
+        key: str = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))  # type: ignore[no-untyped-call]
+        return key
+
+    @staticmethod
+    def _push(key: str, payload: str, message: Any, client: Any) -> None:
+        """LPUSH `payload` on `key` with `client` (a connection or a pipeline), with the
+        job's pending record written first in the same script when there is one."""
+        pending = pending_for(message)
+        if pending is None:
+            client.lpush(key, payload)
+        else:
+            pending.push(key, payload, client)
+
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
@@ -138,13 +163,13 @@ class SentinelChannel(Channel, kombu_redis.SentinelChannel):
         writes and, replication being one ordered stream, all written before them, such as
         the job's record. A master with a replica that did not take it in time takes it back."""
         if not self.replica_wait_ms or kwargs.get("_publish_batch") is not None or queue in (self._expires or {}):
-            super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]  # kombu is untyped
+            super()._put(queue, message, **kwargs)
             return
-        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))  # type: ignore[no-untyped-call]
+        key = self._queue_key(queue, message)
         payload = dumps(message)  # type: ignore[no-untyped-call]  # kombu is untyped
         with self.conn_or_acquire() as client:
             with client.pipeline(transaction=False) as pipe:
-                pipe.lpush(key, payload)
+                self._push(key, payload, message, pipe)
                 pipe.wait(min(self.replicas, 1), self.replica_wait_ms)
                 pipe.execute_command("ROLE")
                 _, acknowledged, role = pipe.execute()
