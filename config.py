@@ -263,6 +263,9 @@ class BaseConfig:
         # the file names no client yet. Unset: no named clients.
         clients_file = env.raw("API_CLIENTS_FILE")
         self.API_CLIENTS_FILE = str(PROJECT_ROOT / clients_file) if clients_file else None
+        # How many jobs of one client run at once across all workers (0: no limit); a client's
+        # own `max_running` in the clients file overrides it (backend/taskqueue/running_limits.py).
+        self.CLIENT_MAX_RUNNING = env.integer("CLIENT_MAX_RUNNING", 0, minimum=0)
         # Submits per client (API token, else address), Flask-Limiter syntax; "off" disables.
         self.SUBMIT_RATE_LIMIT = env.text("SUBMIT_RATE_LIMIT", type(self).SUBMIT_RATE_LIMIT)
         # Behind a reverse proxy, how many X-Forwarded-For hops to trust for the client address.

@@ -165,11 +165,12 @@ def launch_gunicorn(
     return process, url
 
 
-def wait_for_state(client, task_id: str, states: set[str], timeout: float = 20.0) -> dict:
-    """Poll /status until the task reaches one of `states`; returns that status body."""
+def wait_for_state(client, task_id: str, states: set[str], timeout: float = 20.0, headers=None) -> dict:
+    """Poll /status until the task reaches one of `states`; returns that status body.
+    `headers`: a client's Authorization, where the API asks for a token."""
 
     def reached():
-        body = client.get(f"/status/{task_id}").get_json()
+        body = client.get(f"/status/{task_id}", headers=headers).get_json()
         return body if body["state"] in states else None
 
     return wait_until(reached, timeout, what=f"task {task_id} to reach {states}")

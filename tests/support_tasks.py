@@ -63,3 +63,9 @@ def kill_own_process(self) -> None:
     Each run that got this far is counted in `test:kills:<id>`."""
     _redis().incr(f"test:kills:{self.request.id}")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@shared_task(name="tests.one_at_a_time", max_running=1)
+def one_at_a_time(seconds: float) -> None:
+    """Sleep; declared to run at most once at a time across the cluster."""
+    time.sleep(seconds)

@@ -14,7 +14,7 @@ import pytest
 
 from backend.api.auth import client_id_for
 from backend.jobs import extensions, service, states
-from backend.jobs.callers import Role
+from backend.jobs.callers import Caller, Role
 from backend.ops.clients import ClientsFile, token_digest
 from tests.helpers import CLIENTS_DB, empty_db, make_app, wait_until
 
@@ -108,7 +108,7 @@ def test_the_owner_and_admins_reach_the_job_on_every_route(clients, caller, meth
 
 def test_a_read_client_follows_its_own_jobs_but_not_others(clients):
     with clients.app.app_context():  # a read client's jobs: submitted under its name before it was read-only
-        own = service.submit("add", {"x": 1, "y": 1}, client_id="watcher").job_id
+        own = service.submit("add", {"x": 1, "y": 1}, caller=Caller("watcher", Role.READ)).job_id
     other = clients.submit("alpha")
     watcher = clients.as_("watcher")
     assert watcher.get(f"/status/{own}").status_code == 200
@@ -203,7 +203,7 @@ def test_bulk_actions_are_for_admins_and_leave_other_jobs_alone(clients, path, r
 
 def test_a_read_or_submit_client_may_not_cancel_or_retry_beyond_its_role(clients):
     with clients.app.app_context():
-        own = service.submit("add", {"x": 1, "y": 1}, client_id="watcher").job_id
+        own = service.submit("add", {"x": 1, "y": 1}, caller=Caller("watcher", Role.READ)).job_id
     assert clients.as_("watcher").post(f"/status/{own}/cancel").status_code == 403
     assert clients.as_("watcher").post(f"/status/{own}/retry").status_code == 403
 

@@ -73,6 +73,23 @@ def test_list_shows_names_roles_and_token_counts_never_a_whole_hash(app):
     assert token_digest(billing) not in result.stdout and billing not in result.stdout
 
 
+def test_a_client_gets_its_own_running_limit_when_added_or_later(app, clients_path):
+    added_token(app, "billing", "--role", "submit", "--max-running", "4")
+    added_token(app, "reports", "--role", "submit")
+    limits = {row.split()[0]: row.split()[3] for row in invoke(app, "list").stdout.splitlines()[1:]}
+    assert limits == {"billing": "4", "reports": "default(unlimited)"}
+    assert invoke(app, "limit", "reports", "0").stdout == "reports: max running unlimited\n"
+    assert invoke(app, "limit", "billing", "default").stdout == "billing: max running default(unlimited)\n"
+    stored = json.loads(clients_path.read_text())["clients"]
+    assert stored["reports"]["max_running"] == 0 and "max_running" not in stored["billing"]
+    refused = invoke(app, "limit", "reports", "many")
+    assert refused.exit_code == 2 and "'many' is neither a whole number nor `default`" in refused.stderr
+    assert_fails_with(
+        invoke(app, "add", "reports", "--max-running", "2"),
+        "'reports' exists: change its limit with `flask clients limit reports N`",
+    )
+
+
 def test_revoke_removes_the_client_or_one_token(app, clients_path):
     first = added_token(app, "billing", "--role", "submit")
     added_token(app, "billing")

@@ -30,11 +30,13 @@ def test_me_names_the_client_of_the_token_and_its_role(secured_app, role):
     _, token = ClientsFile(Path(secured_app.config["API_CLIENTS_FILE"])).add("billing", Role.named(role))
     response = me(secured_app, token)
     assert response.status_code == 200
-    assert response.get_json() == {"client": "billing", "role": role}
+    assert response.get_json() == {"client": "billing", "role": role, "max_running": None}
 
 
 def test_me_names_a_token_of_api_tokens_an_admin_by_its_id(secured_app):
-    assert me(secured_app, API_TOKEN).get_json() == {"client": client_id_for(API_TOKEN), "role": "admin"}
+    assert me(secured_app, API_TOKEN).get_json() == {
+        "client": client_id_for(API_TOKEN), "role": "admin", "max_running": None,
+    }
 
 
 @pytest.mark.parametrize("token", [None, "not-a-token"])
@@ -45,7 +47,16 @@ def test_me_without_a_valid_token_is_401(secured_app, token):
 
 
 def test_with_the_api_open_me_is_the_anonymous_admin(idle_app):
-    assert me(idle_app).get_json() == {"client": "anonymous", "role": "admin"}
+    assert me(idle_app).get_json() == {"client": "anonymous", "role": "admin", "max_running": None}
+
+
+def test_me_says_how_many_of_the_clients_jobs_run_at_once(redis_server, tmp_path):
+    clients = ClientsFile(tmp_path / "clients.json")
+    _, limited = clients.add("billing", Role.SUBMIT)
+    _, own_limit = clients.add("reports", Role.SUBMIT, max_running=5)
+    _, unlimited = clients.add("batch", Role.SUBMIT, max_running=0)
+    app = make_app(empty_db(redis_server, CLIENTS_DB), API_CLIENTS_FILE=str(clients.path), CLIENT_MAX_RUNNING="2")
+    assert [me(app, token).get_json()["max_running"] for token in (limited, own_limit, unlimited)] == [2, 5, None]
 
 
 def test_me_is_documented_with_its_shape(idle_app):

@@ -7,7 +7,8 @@ import json
 
 import redis
 
-from backend.taskqueue.task import RECORDED_HEADER
+from backend.jobs import extensions
+from backend.taskqueue.task import CLIENT_LIMIT_HEADER, OWNER_HEADER, RECORDED_HEADER
 from tests.helpers import IDLE_DB, OBSERVER_DB, QUEUE, SPLIT_BROKER_DB, db_url, wait_for_state, wait_until
 
 STATUS_FIELDS = {
@@ -115,6 +116,20 @@ def test_a_submitted_message_says_its_job_is_recorded(idle_client, idle_redis_ur
     messages = [json.loads(raw) for raw in redis.Redis.from_url(idle_redis_url).lrange(QUEUE, 0, -1)]
     headers = next(message["headers"] for message in messages if message["headers"]["id"] == job_id)
     assert headers[RECORDED_HEADER] is True
+
+
+def test_a_submitted_message_carries_its_owner_and_the_owners_running_limit(make_app, idle_redis_url):
+    """What a worker's running limits read (backend/taskqueue/running_limits.py); none for code."""
+    limited = make_app(idle_redis_url, CLIENT_MAX_RUNNING="3")
+    job_id = limited.test_client().post("/add", json={"x": 1, "y": 2}).get_json()["task_id"]
+    with limited.app_context():
+        by_code = extensions.celery_app().tasks["add"].delay(1, 2).id
+    messages = {
+        message["headers"]["id"]: message["headers"]
+        for message in map(json.loads, redis.Redis.from_url(idle_redis_url).lrange(QUEUE, 0, -1))
+    }
+    assert (messages[job_id][OWNER_HEADER], messages[job_id][CLIENT_LIMIT_HEADER]) == ("anonymous", 3)
+    assert messages[by_code][OWNER_HEADER] == "code" and CLIENT_LIMIT_HEADER not in messages[by_code]
 
 
 def test_a_submit_is_one_command_to_redis_that_writes_the_record_and_pushes_the_message(

@@ -79,7 +79,7 @@ class Credentials:
         # A dict lookup by the token's SHA-256: timing tells an attacker about the hash of
         # the token it sent, which it knows already, not about any stored token.
         client = self.clients.find(presented) if self.clients is not None else None
-        return Caller(client.name, client.role) if client is not None else None
+        return Caller(client.name, client.role, client.max_running) if client is not None else None
 
 
 def init_app(app: Flask) -> None:

@@ -17,7 +17,7 @@ from spectree import Response as Responses
 from spectree import SpecTree
 
 from backend.api import events
-from backend.api.auth import authenticate, current_caller, current_client, may_see_details
+from backend.api.auth import authenticate, current_caller, may_see_details
 from backend.api.requests import json_body
 from backend.api.schemas import ErrorBody, Health, Me, Readiness, Retried, StatusQuery, Submitted, TaskList
 from backend.jobs import history, service, states
@@ -58,7 +58,7 @@ def submitted(task_name: str, data: Any, *, from_query: bool = False) -> Respons
     submission = service.submit(
         task_name,
         data,
-        client_id=current_client(),
+        caller=current_caller(),
         from_query=from_query,
         idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
     )
@@ -109,7 +109,7 @@ def list_tasks() -> Response:
 def me() -> Response:
     """Who the token names: the client's name and role (`anonymous`, `admin` when the API needs no token)."""
     caller = current_caller()
-    return jsonify(client=caller.name, role=caller.role.label)
+    return jsonify(client=caller.name, role=caller.role.label, max_running=service.running_limit(caller) or None)
 
 
 def job_status(task_id: str) -> Response:

@@ -53,6 +53,10 @@ class Me(BaseModel):
     role: Literal["read", "submit", "admin"] = Field(
         description="What it may do (docs/clients.md); `admin` when the API needs no token."
     )
+    max_running: int | None = Field(
+        description="How many of its jobs run at once across all workers (its own limit, else "
+        "CLIENT_MAX_RUNNING); null: no limit. The others wait, in order, without holding a worker."
+    )
 
 
 class TaskDescription(BaseModel):

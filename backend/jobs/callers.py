@@ -38,6 +38,8 @@ ROLE_LABELS = tuple(role.label for role in Role)
 class Caller:
     name: str
     role: Role
+    # How many of its jobs may run at once (0: no limit); None: the service's CLIENT_MAX_RUNNING.
+    max_running: int | None = None
 
     def sees(self, owner: str | None) -> bool:
         """Whether the job of `owner` exists for this caller: its own, or any for an admin.

@@ -187,11 +187,11 @@ def retry(job_id: str, *, caller: Caller, idempotency_key: str | None = None) ->
     record = extensions.job_records().get(job_id) if JOB_ID.fullmatch(job_id) else None
     if record is None or not caller.sees(record.get("owner")):
         raise service.not_found(job_id)
-    return _retry_record(job_id, record, client_id=caller.name, idempotency_key=idempotency_key)
+    return _retry_record(job_id, record, caller=caller, idempotency_key=idempotency_key)
 
 
 def _retry_record(
-    job_id: str, record: dict[str, str], *, client_id: str, idempotency_key: str | None = None
+    job_id: str, record: dict[str, str], *, caller: Caller, idempotency_key: str | None = None
 ) -> service.Submission:
     state = record.get("state")
     if state not in RETRYABLE_STATES:
@@ -206,7 +206,7 @@ def _retry_record(
     if "input" not in record:
         raise ServiceError(409, "input_not_kept", f"task {job_id} cannot be retried: {_why_no_input(record)}")
     params = validate_input(task.input_model, json.loads(record["input"])).model_dump(mode="json")
-    return service.enqueue(task, params, owner=client_id, idempotency_key=idempotency_key, retry_of=job_id)
+    return service.enqueue(task, params, owner=caller, idempotency_key=idempotency_key, retry_of=job_id)
 
 
 def _why_no_input(record: dict[str, str]) -> str:
@@ -255,7 +255,7 @@ def retry_matching(filters: RetryFilters, *, caller: Caller) -> BulkOutcome:
             bulk.more = True
             break
         try:
-            submission = _retry_record(job.job_id, job.record, client_id=caller.name)
+            submission = _retry_record(job.job_id, job.record, caller=caller)
         except ServiceError as exc:
             if exc.status >= 500:
                 raise

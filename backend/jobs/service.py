@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from celery.utils import uuid
@@ -36,15 +37,24 @@ def find_task(name: str) -> PublicTask:
     return task
 
 
+def running_limit(caller: Caller) -> int:
+    """How many of the caller's jobs may run at once across the workers (0: no limit): its
+    own limit (the clients file), else CLIENT_MAX_RUNNING."""
+    if caller.max_running is not None:
+        return caller.max_running
+    limit: int = current_app.config["CLIENT_MAX_RUNNING"]
+    return limit
+
+
 def submit(
     task_name: str,
     data: Any,
     *,
-    client_id: str,
+    caller: Caller,
     from_query: bool = False,
     idempotency_key: str | None = None,
 ) -> Submission:
-    """Validate the input for the named task and enqueue a job of it.
+    """Validate the input for the named task and enqueue a job of it, owned by `caller`.
 
     Nothing is enqueued unless the input is valid. With an idempotency key, a repeat
     of an earlier submit by the same client returns that submit's job instead.
@@ -54,18 +64,19 @@ def submit(
     task = find_task(task_name)
     # mode="json": URLs, dates, enums become plain JSON for the JSON-only serializer.
     params = validate_input(task.input_model, data, from_query=from_query).model_dump(mode="json")
-    return enqueue(task, params, owner=client_id, idempotency_key=idempotency_key)
+    return enqueue(task, params, owner=caller, idempotency_key=idempotency_key)
 
 
 def enqueue(
     task: PublicTask,
     params: dict[str, Any],
     *,
-    owner: str,
+    owner: Caller,
     idempotency_key: str | None = None,
     retry_of: str | None = None,
 ) -> Submission:
-    """Record, index and publish a job of `task` with validated `params`.
+    """Record, index and publish a job of `task` with validated `params`, owned by `owner`
+    and run under its running limit.
 
     The record is written first: by the task's publish, in the same round trip as the
     message (backend/taskqueue/recorded_publish.py), or, for an idempotency key or a
@@ -75,21 +86,24 @@ def enqueue(
     """
     job_id = uuid()
     # This Flask app's Celery, not the process-wide default app that @shared_task points to.
-    celery_task = extensions.celery_app().tasks[task.name]
+    publish = partial(
+        extensions.celery_app().tasks[task.name].apply_async,
+        kwargs=params, task_id=job_id, owner=owner.name, client_max_running=running_limit(owner),
+    )
     if idempotency_key is None and retry_of is None:
-        celery_task.apply_async(kwargs=params, task_id=job_id, owner=owner)
+        publish()
         return Submission(job_id, task.name)
     idempotency = None
     if idempotency_key is not None:
         request = fingerprint(task.name, params) if retry_of is None else fingerprint("retry", {"job": retry_of})
-        idempotency = (redis_key(owner, idempotency_key), request)
+        idempotency = (redis_key(owner.name, idempotency_key), request)
     records = extensions.job_records()
-    created = records.create(records.new_record(job_id, task.name, owner, params, retry_of), idempotency)
+    created = records.create(records.new_record(job_id, task.name, owner.name, params, retry_of), idempotency)
     if idempotency is not None and (replayed := replayed_job(created, idempotency[1])):
         return Submission(replayed, task.name, replayed=True)
     if created.outcome != "created":
         raise _not_retried(retry_of or "", created)
-    celery_task.apply_async(kwargs=params, task_id=job_id, record_written=True)
+    publish(record_written=True)
     return Submission(job_id, task.name)
 
 

@@ -11,6 +11,7 @@ backend/jobs/history.py, backend/ops/health.py):
     flask workers                                     # each worker and the jobs it runs
     flask clients add NAME --role submit              # prints a new token of the API client NAME
     flask clients list
+    flask clients limit NAME 4                        # at most 4 of NAME's jobs run at once
     flask clients revoke NAME [--token ID]
 
 The jobs commands act as an admin (every job); what they submit or retry belongs to `cli`.
@@ -134,7 +135,7 @@ def submit_command(task_name: str, payload: str) -> None:
     """Submit a job of the public TASK (see GET /tasks): prints its id, then its status."""
     _trace()
     with service_errors():
-        submission = service.submit(task_name, parse_json(payload), client_id=CLI_CLIENT)
+        submission = service.submit(task_name, parse_json(payload), caller=CLI_CALLER)
         status = service.job_status(submission.job_id, caller=CLI_CALLER)
     click.echo(submission.job_id)
     _echo_status(status)
@@ -314,10 +315,12 @@ def clients_file_errors() -> Iterator[None]:
 @clients.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(ROLE_LABELS), help="read, submit or admin; required for a new client.")
-def add_client_command(name: str, role: str | None) -> None:
+@click.option("--max-running", type=click.IntRange(min=0), metavar="N",
+              help="A new client's jobs running at once at most (0: no limit); default: CLIENT_MAX_RUNNING.")
+def add_client_command(name: str, role: str | None, max_running: int | None) -> None:
     """Add client NAME, or a token to it (rotation): prints the new token, once; only its hash is kept."""
     with clients_file_errors():
-        client, token = _clients_file().add(name, Role.named(role) if role else None)
+        client, token = _clients_file().add(name, Role.named(role) if role else None, max_running)
     added, count = client.tokens[-1].id, len(client.tokens)
     click.echo(
         f"client {client.name} ({client.role.label}): token {added} added, {count} in all; "
@@ -329,18 +332,42 @@ def add_client_command(name: str, role: str | None) -> None:
 
 @clients.command("list")
 def list_clients_command() -> None:
-    """Each client's name, role and tokens (the start of each token's hash, and when it was added)."""
+    """Each client's name, role, tokens and running limit (a token: the start of its hash, and when it was added)."""
     with clients_file_errors():
         listed = _clients_file().read()
     if not listed:
         click.echo("no clients")
         return
-    rows = [["NAME", "ROLE", "TOKENS", "TOKEN IDS (ADDED)"]]
+    rows = [["NAME", "ROLE", "TOKENS", "MAX_RUNNING", "TOKEN IDS (ADDED)"]]
     for client in sorted(listed.values(), key=lambda client: client.name):
         ids = ", ".join(f"{token.id} ({token.added_at})" for token in client.tokens)
-        rows.append([client.name, client.role.label, str(len(client.tokens)), ids])
+        rows.append([client.name, client.role.label, str(len(client.tokens)), _limit_label(client.max_running), ids])
     for line in _aligned(rows):
         click.echo(line)
+
+
+def _limit_label(max_running: int | None) -> str:
+    """A client's running limit in one word: `4`, `unlimited`, or `default(…)` (CLIENT_MAX_RUNNING)."""
+    if max_running is None:
+        return f"default({current_app.config['CLIENT_MAX_RUNNING'] or 'unlimited'})"
+    return str(max_running) if max_running else "unlimited"
+
+
+@clients.command("limit")
+@click.argument("name")
+@click.argument("max_running", metavar="N|default")
+def limit_client_command(name: str, max_running: str) -> None:
+    """Run at most N of client NAME's jobs at once (0: no limit; `default`: CLIENT_MAX_RUNNING).
+    Jobs it submits from then on carry the new limit."""
+    if max_running == "default":
+        limit = None
+    elif max_running.isdigit():
+        limit = int(max_running)
+    else:
+        raise click.BadParameter(f"{max_running!r} is neither a whole number nor `default`", param_hint="N")
+    with clients_file_errors():
+        client = _clients_file().set_limit(name, limit)
+    click.echo(f"{client.name}: max running {_limit_label(client.max_running)}")
 
 
 @clients.command("revoke")

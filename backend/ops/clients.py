@@ -2,8 +2,11 @@
 its tokens, never a token itself. `flask clients add|list|revoke` write it; every API
 process reads it (backend/api/auth.py).
 
-    {"clients": {"billing": {"role": "submit",
+    {"clients": {"billing": {"role": "submit", "max_running": 4,
                              "tokens": [{"sha256": "<64 hex>", "added_at": "2026-11-29T11:14:20Z"}]}}}
+
+`max_running` (optional) is how many of the client's jobs run at once across the workers,
+0 for no limit; without it, CLIENT_MAX_RUNNING applies (backend/taskqueue/running_limits.py).
 
 A plain SHA-256, no slow hash (bcrypt, scrypt, argon2): a slow hash protects passwords,
 which people choose and an attacker can guess from a stolen hash by trying candidates.
@@ -19,6 +22,7 @@ CLI writes a new file and renames it over the old one: a reader never sees half 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -71,6 +75,16 @@ class Client:
     name: str
     role: Role
     tokens: tuple[Token, ...]
+    # Its jobs running at once at most (0: no limit); None: CLIENT_MAX_RUNNING.
+    max_running: int | None = None
+
+
+def _max_running(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"max_running must be a whole number, 0 or more (0: no limit), not {value!r}")
+    return value
 
 
 def _parse(text: str, path: Path) -> dict[str, Client]:
@@ -79,23 +93,21 @@ def _parse(text: str, path: Path) -> dict[str, Client]:
         clients = {}
         for name, entry in document["clients"].items():
             tokens = tuple(Token(str(token["sha256"]), str(token["added_at"])) for token in entry["tokens"])
-            clients[name] = Client(name, Role.named(entry["role"]), tokens)
+            clients[name] = Client(name, Role.named(entry["role"]), tokens, _max_running(entry.get("max_running")))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ClientsFileError(f"{path} is not a clients file ({exc!r}); see docs/clients.md") from None
     return clients
 
 
 def _serialised(clients: dict[str, Client]) -> str:
-    document: dict[str, Any] = {
-        "clients": {
-            client.name: {
-                "role": client.role.label,
-                "tokens": [{"sha256": token.sha256, "added_at": token.added_at} for token in client.tokens],
-            }
-            for client in sorted(clients.values(), key=lambda client: client.name)
-        }
-    }
-    return json.dumps(document, indent=2) + "\n"
+    entries: dict[str, Any] = {}
+    for client in sorted(clients.values(), key=lambda client: client.name):
+        entry: dict[str, Any] = {"role": client.role.label}
+        if client.max_running is not None:
+            entry["max_running"] = client.max_running
+        entry["tokens"] = [{"sha256": token.sha256, "added_at": token.added_at} for token in client.tokens]
+        entries[client.name] = entry
+    return json.dumps({"clients": entries}, indent=2) + "\n"
 
 
 class ClientsFile:
@@ -153,15 +165,18 @@ class ClientsFile:
             return {}
         return _parse(text, self.path)
 
-    def add(self, name: str, role: Role | None) -> tuple[Client, str]:
-        """A new token for client `name` (created with `role` if new): the client, and the
-        token, which exists nowhere else. An existing client keeps its other tokens (rotation)."""
+    def add(self, name: str, role: Role | None, max_running: int | None = None) -> tuple[Client, str]:
+        """A new token for client `name` (created with `role` and `max_running` if new): the
+        client, and the token, which exists nowhere else. An existing client keeps its other
+        tokens (rotation)."""
         clients = self.read()
         existing = clients.get(name)
         if existing is None:
             _check_name(name)
             if role is None:
                 raise ClientsFileError(f"{name!r} is a new client: give its role with --role")
+        elif max_running is not None:
+            raise ClientsFileError(f"{name!r} exists: change its limit with `flask clients limit {name} N`")
         elif role is not None and role is not existing.role:
             raise ClientsFileError(
                 f"{name!r} has the {existing.role.label} role, not {role.label}: revoke it and add it again "
@@ -170,12 +185,23 @@ class ClientsFile:
         token = secrets.token_urlsafe(32)
         added = Token(token_digest(token), now_iso())
         if existing is None:
-            client = Client(name, role or Role.READ, (added,))
+            client = Client(name, role or Role.READ, (added,), _checked_limit(max_running))
         else:
-            client = Client(name, existing.role, (*existing.tokens, added))
+            client = Client(name, existing.role, (*existing.tokens, added), existing.max_running)
         clients[name] = client
         self._write(clients)
         return client, token
+
+    def set_limit(self, name: str, max_running: int | None) -> Client:
+        """Set how many of `name`'s jobs run at once (0: no limit; None: CLIENT_MAX_RUNNING).
+        Jobs submitted from then on carry the new limit; those queued keep theirs."""
+        clients = self.read()
+        client = clients.get(name)
+        if client is None:
+            raise ClientsFileError(f"no client named {name!r} in {self.path}")
+        clients[name] = dataclasses.replace(client, max_running=_checked_limit(max_running))
+        self._write(clients)
+        return clients[name]
 
     def revoke(self, name: str, token_id: str | None = None) -> int:
         """Revoke every token of `name` (the client is gone), or the one whose id is `token_id`:
@@ -194,7 +220,7 @@ class ClientsFile:
             raise ClientsFileError(f"{token_id!r} names no single token of {name!r} (its tokens: {ids})")
         remaining = tuple(token for token in client.tokens if token is not matching[0])
         if remaining:
-            clients[name] = Client(name, client.role, remaining)
+            clients[name] = dataclasses.replace(client, tokens=remaining)
         else:
             del clients[name]
         self._write(clients)
@@ -211,6 +237,13 @@ class ClientsFile:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+
+def _checked_limit(max_running: int | None) -> int | None:
+    try:
+        return _max_running(max_running)
+    except ValueError as exc:
+        raise ClientsFileError(str(exc)) from None
 
 
 def _check_name(name: str) -> None:

@@ -19,6 +19,7 @@ from backend.jobs.records import JobRecords
 from backend.taskqueue import consumer, results  # noqa: F401
 from backend.taskqueue.index_trimmer import TrimJobIndex
 from backend.taskqueue.leases import RenewLeases
+from backend.taskqueue.running_limits import LimitRunningJobs
 from backend.taskqueue.task import RecordedTask
 from backend.taskqueue.transport import use_for_redis_urls
 
@@ -60,6 +61,7 @@ def make_celery(app: Flask, records: JobRecords) -> Celery:
     celery.config_from_object(app.config["CELERY"])
     celery.steps["consumer"].add(RenewLeases)
     celery.steps["consumer"].add(TrimJobIndex)
+    celery.steps["consumer"].add(LimitRunningJobs)
     # @shared_task binds to the default app; tasks never import the Flask app.
     celery.set_default()
     app.extensions[extensions.CELERY] = celery

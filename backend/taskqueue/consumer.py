@@ -32,6 +32,7 @@ from celery.worker.state import active_requests
 
 from backend.jobs.errors import REDIS_UNAVAILABLE, is_redis_full
 from backend.jobs.records import CODE_OWNER
+from backend.taskqueue.running_limits import start_within_limits
 from backend.taskqueue.task import RECORDED_HEADER
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ class JobsConsumer(Consumer):
         self.connection_errors: tuple[type[BaseException], ...] = (*self.connection_errors, *REDIS_FULL_ERRORS)
         # Worker-only: connected by the worker's own consumer, never in an API process.
         task_received.connect(record_received_job, weak=False, dispatch_uid=f"{__name__}.record_received_job")
+        # Set by the LimitRunningJobs step while connected to Redis; None: no limits apply.
+        self.running_limits = None
+        # Before the task strategies capture it (they are built when the consumer starts).
+        self.on_task_request = start_within_limits(self, self.on_task_request)  # type: ignore[has-type]  # Celery's
 
     def ensure_connected(self, conn: Any) -> Any:
         conn.ensure_connection = partial(conn.ensure_connection, **RECONNECT_INTERVALS)

@@ -33,6 +33,10 @@ from backend.taskqueue.results import wait_while_full
 # In the headers of every message RecordedTask publishes: its job's record exists already,
 # so the worker that receives it need not ask Redis (backend/taskqueue/consumer.py).
 RECORDED_HEADER = "job_recorded"
+# The client that submitted the job, and how many of its jobs may run at once (0: no
+# limit): the API stamps them, the worker's running limits read them (running_limits.py).
+OWNER_HEADER = "job_owner"
+CLIENT_LIMIT_HEADER = "client_max_running"
 
 
 class DeliveryLimitExceeded(Exception):
@@ -54,6 +58,9 @@ class RecordedTask(Task):
     # False for internal tasks (backend/taskqueue/periodic.py): no job:<id> record, so no
     # status lookup, cancel or delivery count; they must be safe to run twice.
     job_record: bool = True
+    # How many jobs of this task may run at once across the cluster (0: no limit): declared
+    # with the task, `@public_task(Model, max_running=2)` (backend/taskqueue/running_limits.py).
+    max_running: int = 0
     # True where the broker's queues and the records share a Redis database: the transport
     # then writes a new job's record in the script that pushes its message (recorded_publish.py).
     record_with_message: bool = False
@@ -66,11 +73,13 @@ class RecordedTask(Task):
         *,
         record_written: bool = False,
         owner: str = CODE_OWNER,
+        client_max_running: int = 0,
         **options: Any,
     ) -> AsyncResult:
         """Publish, with the job's record and index entry written first (unless the
         caller did: `record_written`, as the service does for an idempotency key or
         a retry). `owner` is the client that submits; `code` outside the API.
+        `client_max_running` limits how many of the owner's jobs run at once (0: no limit).
 
         The record makes the id known (QUEUED) and listed before any worker can see
         the message; if publishing fails it is removed again, so a failed submit
@@ -89,7 +98,12 @@ class RecordedTask(Task):
                 pending = PendingRecord(self.records, record)
             else:
                 self.records.create(record)
-        options["headers"] = {**(options.get("headers") or {}), RECORDED_HEADER: True}
+        headers = {**(options.get("headers") or {}), RECORDED_HEADER: True}
+        if not resent:  # a resend carries its first send's headers
+            headers[OWNER_HEADER] = owner
+            if client_max_running:
+                headers[CLIENT_LIMIT_HEADER] = client_max_running
+        options["headers"] = headers
         publish = partial(super().apply_async, args, kwargs, task_id=job_id, **options)
         try:
             if resent:

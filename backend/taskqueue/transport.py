@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from time import time
 from typing import Any
@@ -53,6 +53,24 @@ class QoS(kombu_redis.QoS):
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # kombu is untyped
         # Messages to put back on their queue that a full Redis refused (see reject).
         self.requeue_refused: set[str] = set()
+        # Called with a delivery tag once its message is no longer this worker's (acknowledged,
+        # rejected, handed back): the running limits free its slots (running_limits.py).
+        self.on_settled: Callable[[str], None] | None = None
+
+    def _settled(self, delivery_tag: str) -> None:
+        if self.on_settled is not None:
+            self.on_settled(delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        super().ack(delivery_tag)  # type: ignore[no-untyped-call]  # kombu is untyped
+        self._settled(delivery_tag)
+
+    def restore_unacked(self, client: Any = None) -> None:
+        """kombu's: every message this channel holds back on its queue (the channel closes)."""
+        tags = list(self._delivered)
+        super().restore_unacked(client)  # type: ignore[no-untyped-call]  # kombu is untyped
+        for tag in tags:
+            self._settled(tag)
 
     def append(self, message: Any, delivery_tag: str) -> None:
         """kombu's append, as one script a full Redis runs. kombu's own MULTI is refused
@@ -78,6 +96,7 @@ class QoS(kombu_redis.QoS):
                 raise
             logger.warning("Redis is full: message %s goes back on its queue once memory frees", delivery_tag)
             self.requeue_refused.add(delivery_tag)
+        self._settled(delivery_tag)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
         """kombu's sweep of lapsed leases, after the requeues a full Redis refused; skipped

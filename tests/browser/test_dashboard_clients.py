@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from backend.jobs import service
-from backend.jobs.callers import Role
+from backend.jobs.callers import Caller, Role
 from backend.ops.clients import ClientsFile, token_digest
 from tests.helpers import launch_gunicorn, make_app
 from tests.reliability import figures
@@ -48,7 +48,7 @@ def submit_as(redis_url: str, client: str, task: str, **job_input) -> str:
     its jobs were submitted under its name when it could)."""
     app = make_app(redis_url)
     with app.app_context():
-        return service.submit(task, job_input, client_id=client).job_id
+        return service.submit(task, job_input, caller=Caller(client, Role.SUBMIT)).job_id
 
 
 def test_with_a_read_token_the_page_lists_the_clients_jobs_without_a_submit_form_or_action_buttons(

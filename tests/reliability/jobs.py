@@ -30,8 +30,8 @@ class Jobs:
     def status(self, task_id: str) -> dict:
         return self.client.get(f"/status/{task_id}").get_json()
 
-    def wait_for(self, task_id: str, states: set[str], timeout: float) -> dict:
-        return wait_for_state(self.client, task_id, states, timeout)
+    def wait_for(self, task_id: str, states: set[str], timeout: float, headers=None) -> dict:
+        return wait_for_state(self.client, task_id, states, timeout, headers)
 
     def executions(self, task_id: str) -> int:
         return int(self.redis.hget(EXECUTIONS, task_id) or 0)
