@@ -246,6 +246,8 @@ class BaseConfig:
         self.JOB_INDEX_TRIM_SECONDS = env.number("JOB_INDEX_TRIM_SECONDS", 10.0)
         if not 0 < self.JOB_INDEX_TRIM_SECONDS < math.inf:
             raise ConfigError("JOB_INDEX_TRIM_SECONDS must be a positive number of seconds")
+        # How far ahead a submit may schedule a job (delay_seconds, run_at); beyond: 422.
+        self.SCHEDULE_MAX_SECONDS = env.integer("SCHEDULE_MAX_SECONDS", 30 * 24 * 3600, minimum=0)
         # Most jobs one bulk retry or cancel (POST /jobs/retry, /jobs/cancel) acts on.
         self.BULK_ACTION_MAX_JOBS = env.integer("BULK_ACTION_MAX_JOBS", 1000, minimum=1)
         # Seconds before a Redis call gives up: a Redis outage is a fast 503, not a hang.

@@ -141,3 +141,13 @@ def test_quick_bench_lists_the_seeded_jobs_with_every_filter(figures, quick_run)
     listed = [target for target in figures["targets"] if target["name"].startswith("GET /jobs")]
     assert len(listed) == len(cases)
     assert "GET /jobs, 50 jobs a page" in output
+
+
+def test_quick_bench_moves_scheduled_jobs_with_a_real_worker(figures, quick_run):
+    _, output = quick_run
+    moved = figures["schedule"]
+    assert moved["moved"] == moved["jobs"] == 2000 and moved["left_in_schedule"] == 0
+    assert moved["moved_per_s"] > 0 and 0 <= moved["lateness_ms"]["p50"] <= moved["lateness_ms"]["p99"]
+    assert moved["worker_rss_ratio"] > 0
+    assert sum("scheduled" in target["name"] for target in figures["targets"]) == 3
+    assert "scheduled jobs moved per second" in output

@@ -7,12 +7,13 @@ rate limit. A submit route exists for every public task in the registry.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
-from pydantic import BaseModel
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from pydantic import BaseModel, create_model
 from spectree import Response as Responses
 from spectree import SpecTree
 
@@ -20,7 +21,7 @@ from backend.api import events
 from backend.api.auth import authenticate, current_caller, may_see_details
 from backend.api.requests import json_body
 from backend.api.schemas import ErrorBody, Health, Me, Readiness, Retried, StatusQuery, Submitted, TaskList
-from backend.jobs import history, service, states
+from backend.jobs import history, service, states, timing
 from backend.jobs.callers import Role
 from backend.jobs.errors import ServiceError
 from backend.jobs.history import BulkOutcome, CancelFilters, JobCounts, JobFilters, JobList, JobListQuery, RetryFilters
@@ -28,6 +29,8 @@ from backend.jobs.idempotency import HEADER as IDEMPOTENCY_HEADER
 from backend.jobs.inputs import validate_input
 from backend.jobs.registry import PublicTask, public_tasks
 from backend.jobs.status import JobStatus
+from backend.jobs.timestamps import epoch_iso
+from backend.jobs.timing import Timing
 from backend.ops import metrics
 from backend.ops.health import readiness
 
@@ -54,16 +57,22 @@ BULK_RESPONSES = {
 
 
 def submitted(task_name: str, data: Any, *, from_query: bool = False) -> Response:
-    """Submit through the service layer; 202 with the job's id and status URL."""
+    """Submit through the service layer, now or at the time the query string says
+    (`delay_seconds`, `run_at`: backend/jobs/timing.py); 202 with the job's id and status URL."""
+    run_at = timing.due_time(request.args, current_app.config["SCHEDULE_MAX_SECONDS"])
     submission = service.submit(
         task_name,
-        data,
+        timing.without_timing(data) if from_query else data,
         caller=current_caller(),
         from_query=from_query,
         idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+        run_at=run_at,
     )
     status_url = url_for("api.job_status", task_id=submission.job_id)
-    response = jsonify(task_id=submission.job_id, state=states.QUEUED, status_url=status_url)
+    body = {"task_id": submission.job_id, "state": submission.state, "status_url": status_url}
+    if submission.run_at is not None:
+        body["run_at"] = epoch_iso(submission.run_at.timestamp())
+    response = jsonify(body)
     response.status_code = 202
     response.headers["Location"] = status_url
     if submission.replayed:
@@ -227,13 +236,23 @@ class Route:
     documented: bool = True
 
 
+@functools.cache
+def with_timing(model: type[BaseModel]) -> type[BaseModel]:
+    """The query string of a submit that takes its input there: the input and the timing.
+    One class per model (the OpenAPI document names each model once)."""
+    combined: type[BaseModel] = create_model(f"{model.__name__}AndTiming", __base__=(model, Timing))
+    return combined
+
+
 def submit_route(rule: str, endpoint: str, task: PublicTask, tags: tuple[str, ...], method: str = "POST") -> Route:
     """A documented, rate-limited route that submits jobs of `task`: its input is the JSON
     body of a POST, or the query string of a GET (the seed's GET /longtask)."""
     view = submit_view(task, from_query=method == "GET")
     model = task.input_model
+    # The query string says when (delay_seconds, run_at), beside the input where a GET takes it.
+    query = Timing if method == "POST" else with_timing(model)
     return Route(rule, endpoint, view, method, tags, SUBMIT_RESPONSES, submits=True, role=Role.SUBMIT,
-                 json=model if method == "POST" else None, query=model if method == "GET" else None)
+                 json=model if method == "POST" else None, query=query)
 
 
 def routes() -> list[Route]:

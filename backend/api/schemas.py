@@ -21,8 +21,11 @@ class StatusQuery(BaseModel):
 
 class Submitted(BaseModel):
     task_id: str
-    state: Literal["QUEUED"]
+    state: Literal["QUEUED", "SCHEDULED"] = Field(
+        description="SCHEDULED when `delay_seconds` or `run_at` put it in the schedule, else QUEUED."
+    )
     status_url: str
+    run_at: str | None = Field(None, description="When a SCHEDULED job is due (ISO 8601, UTC); absent otherwise.")
 
 
 class Retried(Submitted):

@@ -23,7 +23,7 @@ from backend.jobs.status import JobStatus
 
 # The states a retry, and a cancel, act on: a job that failed or was cancelled; a job not ended.
 RetryableState = Literal["FAILURE", "REVOKED"]
-CancellableState = Literal["QUEUED", "STARTED", "PROGRESS", "RETRY"]
+CancellableState = Literal["SCHEDULED", "QUEUED", "STARTED", "PROGRESS", "RETRY"]
 RETRYABLE_STATES = frozenset(get_args(RetryableState))
 CANCELLABLE_STATES = frozenset(get_args(CancellableState))
 

@@ -13,6 +13,7 @@ Every script that changes a record's state also moves the job in the index
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import redis
 
 from backend.jobs import states
 from backend.jobs.index import LUA_FUNCTIONS, RECORD_PREFIX, score_of
+from backend.jobs.schedule import SCHEDULE_FUNCTIONS
 from backend.jobs.timestamps import epoch_iso, now_iso
 
 KEY_PREFIX = RECORD_PREFIX
@@ -74,6 +76,13 @@ return {'created'}
 _CREATE_AND_PUSH = LUA_FUNCTIONS + """
 create_record(ARGV[1], ARGV[2], ARGV[3], {unpack(ARGV, 5)})
 redis.call('LPUSH', KEYS[1], ARGV[4])
+"""
+
+# The same for a job due later: its message waits in the schedule (schedule.py) until
+# ARGV[4] (ms), then goes on the list KEYS[1].
+_CREATE_AND_SCHEDULE = LUA_FUNCTIONS + SCHEDULE_FUNCTIONS + """
+create_record(ARGV[1], ARGV[2], ARGV[3], {unpack(ARGV, 6)})
+schedule_message(ARGV[1], ARGV[4], KEYS[1], ARGV[5])
 """
 
 # A job whose message a worker received without a record (sent by code that does not
@@ -175,13 +184,14 @@ return 1
 @dataclass(frozen=True)
 class NewRecord:
     """A job's record before it is written: the id, the index score (its submit time in
-    milliseconds), the fields as a flat list (name, state and owner first), and the job it
-    retries, if any."""
+    milliseconds), the fields as a flat list (name, state and owner first), the job it
+    retries, if any, and when it is due (ms) if it waits in the schedule."""
 
     job_id: str
     score: int
     fields: list[str]
     retry_of: str | None = None
+    due_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +215,7 @@ class JobRecords:
         self.input_max_bytes = input_max_bytes
         self._create = client.register_script(_CREATE)
         self._create_and_push = client.register_script(_CREATE_AND_PUSH)
+        self._create_and_schedule = client.register_script(_CREATE_AND_SCHEDULE)
         self._create_if_missing = client.register_script(_CREATE_IF_MISSING)
         self._delete = client.register_script(_DELETE)
         self._start = client.register_script(_START_UNLESS_CANCELLED)
@@ -218,7 +229,7 @@ class JobRecords:
 
     def new_record(
         self, job_id: str, task_name: str, owner: str, job_input: Any, retry_of: str | None = None,
-        *, now: float | None = None,
+        *, now: float | None = None, due_ms: int | None = None,
     ) -> NewRecord:
         """A new job's record, not written yet; the worker adds the rest of its fields.
 
@@ -228,7 +239,10 @@ class JobRecords:
         score = score_of(time.time() if now is None else now)
         # The scripts find name, state and owner by their place (index.py's create_record).
         # The time shown and the score are the same millisecond.
-        fields = {"name": task_name, "state": states.QUEUED, "owner": owner, "submitted_at": epoch_iso(score / 1000)}
+        state = states.QUEUED if due_ms is None else states.SCHEDULED
+        fields = {"name": task_name, "state": state, "owner": owner, "submitted_at": epoch_iso(score / 1000)}
+        if due_ms is not None:
+            fields["run_at"] = epoch_iso(due_ms / 1000)
         encoded = json.dumps(job_input, separators=(",", ":"), default=str)
         size = len(encoded.encode())
         if size <= self.input_max_bytes:
@@ -237,7 +251,13 @@ class JobRecords:
             fields["input_bytes"] = str(size)
         if retry_of:
             fields["retry_of"] = retry_of
-        return NewRecord(job_id, score, [part for field in fields.items() for part in field], retry_of)
+        return NewRecord(job_id, score, [part for field in fields.items() for part in field], retry_of, due_ms)
+
+    def ttl_of(self, record: NewRecord) -> int:
+        """Seconds the record lives: RESULT_EXPIRES, plus its wait in the schedule."""
+        if record.due_ms is None:
+            return self.ttl
+        return self.ttl + max(0, math.ceil((record.due_ms - record.score) / 1000))
 
     def create(self, record: NewRecord, idempotency: tuple[str, str] | None = None) -> Created:
         """Write a new job's record and index entries (before its message is published).
@@ -247,7 +267,8 @@ class JobRecords:
         job_id = record.job_id
         idempotency_key, fingerprint = idempotency or ("", "")
         reply = self._create(
-            args=[job_id, self.ttl, record.score, record.retry_of or "", idempotency_key, fingerprint, *record.fields]
+            args=[job_id, self.ttl_of(record), record.score, record.retry_of or "", idempotency_key, fingerprint,
+                  *record.fields]
         )
         outcome, *rest = (part.decode() for part in reply)
         if outcome == "replayed":
@@ -266,10 +287,19 @@ class JobRecords:
             keys=[queue_key], args=[record.job_id, self.ttl, record.score, message, *record.fields], client=client
         )
 
+    def create_and_schedule(self, record: NewRecord, queue_key: bytes | str, message: bytes | str, client: Any) -> None:
+        """As create_and_push, for a job due later (record.due_ms): its message waits in the
+        schedule (schedule.py) instead of going on its queue now."""
+        self._create_and_schedule(
+            keys=[queue_key],
+            args=[record.job_id, self.ttl_of(record), record.score, record.due_ms or 0, message, *record.fields],
+            client=client,
+        )
+
     def create_if_missing(self, record: NewRecord) -> bool:
         """Write `record` unless the job has one (a job sent by other code, recorded when a
         worker receives it); True if written."""
-        return bool(self._create_if_missing(args=[record.job_id, self.ttl, record.score, *record.fields]))
+        return bool(self._create_if_missing(args=[record.job_id, self.ttl_of(record), record.score, *record.fields]))
 
     def delete(self, job_id: str) -> None:
         """Remove a job whose message could not be published: record, index entry, retry link."""

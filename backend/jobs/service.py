@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -28,6 +29,12 @@ class Submission:
     task_name: str
     # True when an Idempotency-Key matched an earlier submit: nothing new was enqueued.
     replayed: bool = False
+    # When the job is due, if it waits in the schedule (SCHEDULED); None: queued now.
+    run_at: datetime | None = None
+
+    @property
+    def state(self) -> str:
+        return states.QUEUED if self.run_at is None else states.SCHEDULED
 
 
 def find_task(name: str) -> PublicTask:
@@ -53,8 +60,10 @@ def submit(
     caller: Caller,
     from_query: bool = False,
     idempotency_key: str | None = None,
+    run_at: datetime | None = None,
 ) -> Submission:
-    """Validate the input for the named task and enqueue a job of it, owned by `caller`.
+    """Validate the input for the named task and enqueue a job of it, owned by `caller`:
+    now, or at `run_at` through the server-side schedule (backend/jobs/timing.py).
 
     Nothing is enqueued unless the input is valid. With an idempotency key, a repeat
     of an earlier submit by the same client returns that submit's job instead.
@@ -64,7 +73,7 @@ def submit(
     task = find_task(task_name)
     # mode="json": URLs, dates, enums become plain JSON for the JSON-only serializer.
     params = validate_input(task.input_model, data, from_query=from_query).model_dump(mode="json")
-    return enqueue(task, params, owner=caller, idempotency_key=idempotency_key)
+    return enqueue(task, params, owner=caller, idempotency_key=idempotency_key, run_at=run_at)
 
 
 def enqueue(
@@ -74,9 +83,10 @@ def enqueue(
     owner: Caller,
     idempotency_key: str | None = None,
     retry_of: str | None = None,
+    run_at: datetime | None = None,
 ) -> Submission:
     """Record, index and publish a job of `task` with validated `params`, owned by `owner`
-    and run under its running limit.
+    and run under its running limit; at `run_at`, if given, through the schedule.
 
     The record is written first: by the task's publish, in the same round trip as the
     message (backend/taskqueue/recorded_publish.py), or, for an idempotency key or a
@@ -89,22 +99,25 @@ def enqueue(
     publish = partial(
         extensions.celery_app().tasks[task.name].apply_async,
         kwargs=params, task_id=job_id, owner=owner.name, client_max_running=running_limit(owner),
+        **({} if run_at is None else {"eta": run_at}),
     )
     if idempotency_key is None and retry_of is None:
         publish()
-        return Submission(job_id, task.name)
+        return Submission(job_id, task.name, run_at=run_at)
     idempotency = None
     if idempotency_key is not None:
         request = fingerprint(task.name, params) if retry_of is None else fingerprint("retry", {"job": retry_of})
         idempotency = (redis_key(owner.name, idempotency_key), request)
     records = extensions.job_records()
-    created = records.create(records.new_record(job_id, task.name, owner.name, params, retry_of), idempotency)
+    due_ms = None if run_at is None else int(run_at.timestamp() * 1000)
+    created = records.create(records.new_record(job_id, task.name, owner.name, params, retry_of, due_ms=due_ms),
+                             idempotency)
     if idempotency is not None and (replayed := replayed_job(created, idempotency[1])):
         return Submission(replayed, task.name, replayed=True)
     if created.outcome != "created":
         raise _not_retried(retry_of or "", created)
     publish(record_written=True)
-    return Submission(job_id, task.name)
+    return Submission(job_id, task.name, run_at=run_at)
 
 
 def _not_retried(job_id: str, created: Created) -> ServiceError:
@@ -197,5 +210,9 @@ def cancel(job_id: str, *, caller: Caller) -> JobStatus:
         # checks it atomically before running anything. No control.revoke broadcast:
         # kombu retries broadcasts without limit, so a cancel would hang while the
         # broker is down, and workers would keep every revoked id in memory.
-        extensions.celery_app().backend.mark_as_revoked(job_id, "cancelled before it started")
+        celery = extensions.celery_app()
+        celery.backend.mark_as_revoked(job_id, "cancelled before it started")
+        # A scheduled job leaves the schedule (where it shares the records' database; else
+        # the worker that takes it when due refuses it, as any cancelled job).
+        celery.Task.schedule.remove(job_id)
     return job_status(job_id, caller=caller)

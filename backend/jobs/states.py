@@ -12,6 +12,8 @@ from typing import Literal, get_args
 
 from celery import states as celery_states
 
+# Waiting in the server-side schedule until its time (backend/jobs/schedule.py).
+SCHEDULED = "SCHEDULED"
 QUEUED = "QUEUED"
 STARTED = celery_states.STARTED
 # Stored by RecordedTask.report_progress(); the only custom state our tasks use.
@@ -23,7 +25,7 @@ REVOKED = celery_states.REVOKED
 # Celery's answer for an id it knows nothing of: for us, a job no worker has taken yet.
 CELERY_PENDING = celery_states.PENDING
 
-JobState = Literal["QUEUED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED"]
+JobState = Literal["SCHEDULED", "QUEUED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED"]
 # In the order a job moves through them (the OpenAPI document lists them so).
 ALL_STATES: tuple[str, ...] = get_args(JobState)
 # A job in one of these never changes again: long-polls answer at once, streams end.

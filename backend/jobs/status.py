@@ -38,6 +38,8 @@ class JobStatus(BaseModel):
     result: Any = Field(description="The job's return value once SUCCESS, else null.")
     error: JobError | None
     submitted_at: str | None = Field(description="ISO 8601, UTC.")
+    run_at: str | None = Field(description="When a job submitted for later (delay_seconds, run_at, a countdown) "
+                               "was due to run; null for a job queued at once.")
     started_at: str | None
     finished_at: str | None
     owner: str | None = Field(
@@ -58,7 +60,10 @@ def build_status(job_id: str, record: Mapping[str, str], meta: Mapping[str, Any]
     if cancelled_before_start:
         state = states.REVOKED
     elif state == states.CELERY_PENDING:
-        state = states.STARTED if "started_at" in record else states.QUEUED
+        if "started_at" in record:
+            state = states.STARTED
+        else:
+            state = states.SCHEDULED if record.get("state") == states.SCHEDULED else states.QUEUED
     elif state not in states.STORED_STATES:
         state = states.STARTED  # a custom state of a user's task: it is running
 
@@ -73,6 +78,7 @@ def build_status(job_id: str, record: Mapping[str, str], meta: Mapping[str, Any]
         result=payload if state == states.SUCCESS else None,
         error=_error(payload, state) if state in states.ERROR_STATES else None,
         submitted_at=record.get("submitted_at"),
+        run_at=record.get("run_at"),
         started_at=record.get("started_at"),
         finished_at=finished_at,
         owner=record.get("owner"),

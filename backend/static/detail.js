@@ -67,6 +67,7 @@ function renderDetail(status) {
   setField("progress", status.progress ? `${status.progress.percent} %: ${status.progress.message}` : "");
   setField("owner", status.owner || "");
   setTimeField("submitted_at", status.submitted_at);
+  setTimeField("run_at", status.run_at);
   setTimeField("started_at", status.started_at);
   setTimeField("finished_at", status.finished_at);
   setField("input", status.input != null ? JSON.stringify(status.input, null, 2) : status.input_note || "");

@@ -79,14 +79,17 @@ async function follow(id, signal) {
   }
 }
 
-// The jobs of the page shown that get a live follower: running ones before queued
-// ones (a queued job's bar does not move), and among those the oldest first, since
-// it started (or starts) first, ends first, and then frees its slot for the next.
+// The jobs of the page shown that get a live follower: running ones, then queued ones,
+// then scheduled ones (a waiting job's bar does not move), and among those the oldest
+// first, since it started (or starts) first, ends first, and then frees its slot.
+const WAITING_RANK = { QUEUED: 1, SCHEDULED: 2 };
+const waitingRank = (status) => WAITING_RANK[status.state] || 0;
+
 function liveCandidates() {
   return pageJobs()
     .map((status, index) => ({ status, index }))
     .filter(({ status }) => !isFinal(status) && !gone.has(status.task_id))
-    .sort((a, b) => Number(a.status.state === "QUEUED") - Number(b.status.state === "QUEUED") || b.index - a.index)
+    .sort((a, b) => waitingRank(a.status) - waitingRank(b.status) || b.index - a.index)
     .slice(0, LIVE_SLOTS)
     .map(({ status }) => status.task_id);
 }

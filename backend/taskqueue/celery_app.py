@@ -11,6 +11,7 @@ from flask import Flask
 
 from backend.jobs import extensions
 from backend.jobs.records import JobRecords
+from backend.jobs.schedule import Schedule
 
 # Celery imports the result backend and consumer classes by name (config.py) on first
 # use, which in beat can happen in two threads at once (the scheduler and remote
@@ -20,6 +21,7 @@ from backend.taskqueue import consumer, results  # noqa: F401
 from backend.taskqueue.index_trimmer import TrimJobIndex
 from backend.taskqueue.leases import RenewLeases
 from backend.taskqueue.running_limits import LimitRunningJobs
+from backend.taskqueue.schedule_mover import MoveDueJobs
 from backend.taskqueue.task import RecordedTask
 from backend.taskqueue.transport import use_for_redis_urls
 
@@ -49,6 +51,7 @@ def make_celery(app: Flask, records: JobRecords) -> Celery:
                 return self.run(*args, **kwargs)
 
     FlaskTask.records = records
+    FlaskTask.schedule = Schedule(records.client)
     # One Redis database for queues and records: a submit writes both with one script.
     FlaskTask.record_with_message = app.config["BROKER_LOCATION"] == app.config["RESULT_BACKEND_LOCATION"]
     for name in CELERY_URL_OVERRIDES:
@@ -62,6 +65,7 @@ def make_celery(app: Flask, records: JobRecords) -> Celery:
     celery.steps["consumer"].add(RenewLeases)
     celery.steps["consumer"].add(TrimJobIndex)
     celery.steps["consumer"].add(LimitRunningJobs)
+    celery.steps["consumer"].add(MoveDueJobs)
     # @shared_task binds to the default app; tasks never import the Flask app.
     celery.set_default()
     app.extensions[extensions.CELERY] = celery

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
+import time
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -27,8 +30,11 @@ from celery.utils import uuid
 
 from backend.jobs import states
 from backend.jobs.records import CODE_OWNER, JobRecords
+from backend.jobs.schedule import Schedule
 from backend.taskqueue.recorded_publish import PendingRecord, publishing
 from backend.taskqueue.results import wait_while_full
+
+logger = logging.getLogger(__name__)
 
 # In the headers of every message RecordedTask publishes: its job's record exists already,
 # so the worker that receives it need not ask Redis (backend/taskqueue/consumer.py).
@@ -37,6 +43,23 @@ RECORDED_HEADER = "job_recorded"
 # limit): the API stamps them, the worker's running limits read them (running_limits.py).
 OWNER_HEADER = "job_owner"
 CLIENT_LIMIT_HEADER = "client_max_running"
+
+
+def _due_ms(options: dict[str, Any]) -> int | None:
+    """When a job sent with Celery's `countdown` or `eta` (taken out of `options`: no worker
+    holds it) is due, in epoch milliseconds; None for now (none given, or not in the future).
+    A naive `eta` is in UTC, as Celery reads it (enable_utc)."""
+    countdown, eta = options.pop("countdown", None), options.pop("eta", None)
+    now = time.time()
+    if eta is not None:
+        if isinstance(eta, str):
+            eta = datetime.fromisoformat(eta)
+        due = (eta if eta.tzinfo else eta.replace(tzinfo=UTC)).timestamp()
+    elif countdown is not None:
+        due = now + float(countdown)
+    else:
+        return None
+    return int(due * 1000) if due > now else None
 
 
 class DeliveryLimitExceeded(Exception):
@@ -61,6 +84,8 @@ class RecordedTask(Task):
     # How many jobs of this task may run at once across the cluster (0: no limit): declared
     # with the task, `@public_task(Model, max_running=2)` (backend/taskqueue/running_limits.py).
     max_running: int = 0
+    # Where a job due later waits (backend/jobs/schedule.py); set by make_celery.
+    schedule: Schedule
     # True where the broker's queues and the records share a Redis database: the transport
     # then writes a new job's record in the script that pushes its message (recorded_publish.py).
     record_with_message: bool = False
@@ -83,7 +108,9 @@ class RecordedTask(Task):
 
         The record makes the id known (QUEUED) and listed before any worker can see
         the message; if publishing fails it is removed again, so a failed submit
-        leaves nothing behind.
+        leaves nothing behind. A `countdown` or `eta` in the future puts the message in the
+        server-side schedule (backend/jobs/schedule.py), not in a worker, and the job is
+        SCHEDULED until then.
         """
         if self.app.conf.task_always_eager or not self.job_record:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
@@ -91,13 +118,16 @@ class RecordedTask(Task):
         # Celery's Task.retry() sends the same job again (retries ≥ 1): its record exists,
         # and stays when that send fails (Celery then ends the job FAILURE).
         resent = bool(options.get("retries"))
-        pending = None
+        due_ms = _due_ms(options)
+        record = None
         if not (record_written or resent):
-            record = self.records.new_record(job_id, self.name, owner, self.input_of(args, kwargs))
-            if self.record_with_message:
-                pending = PendingRecord(self.records, record)
-            else:
+            record = self.records.new_record(job_id, self.name, owner, self.input_of(args, kwargs), due_ms=due_ms)
+            if not self.record_with_message:
                 self.records.create(record)
+                record = None  # written: the transport schedules the message alone, if due later
+        pending = None
+        if record is not None or due_ms is not None:
+            pending = PendingRecord(job_id, self.records, record, due_ms, self.schedule)
         headers = {**(options.get("headers") or {}), RECORDED_HEADER: True}
         if not resent:  # a resend carries its first send's headers
             headers[OWNER_HEADER] = owner
@@ -106,19 +136,22 @@ class RecordedTask(Task):
         options["headers"] = headers
         publish = partial(super().apply_async, args, kwargs, task_id=job_id, **options)
         try:
-            if resent:
-                # Sent by its worker (Task.retry): a full Redis pauses the job, as its states do.
-                return wait_while_full(publish, f"the retry of job {job_id}")
             with publishing(pending):
-                result = publish()
+                if resent:
+                    # Sent by its worker (Task.retry): a full Redis pauses the job, as its states do.
+                    result = wait_while_full(publish, f"the retry of job {job_id}")
+                else:
+                    result = publish()
         except BaseException:
             if not resent:
                 self.records.delete(job_id)
             raise
         if pending is not None and not pending.written:
             # Routed where the transport pushes no list (a fanout exchange, a queue with an
-            # expiry): the message is out, and a worker may have recorded the job as `code`'s.
-            self.records.create_if_missing(pending.record)
+            # expiry): the message is out, now, and a worker may have recorded the job as `code`'s.
+            logger.warning("job %s was published straight to its queue, not through the schedule", job_id)
+            if pending.record is not None:
+                self.records.create_if_missing(pending.record)
         return result
 
     def input_of(self, args: Any, kwargs: Any) -> dict[str, Any]:
