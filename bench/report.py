@@ -15,6 +15,7 @@ import psutil
 from bench.baseline import MIN_RATIO
 from bench.history import DEEP_PAGE
 from bench.history import targets as history_targets
+from bench.schedule import targets as schedule_targets
 from bench.stack import SHORT_TASK_PREFETCH
 from devtools.tables import aligned_table
 
@@ -88,6 +89,9 @@ def document(results: dict, *, quick: bool) -> dict:
     ]
     extra = _issue_12(results, n)
     targets += extra.pop("targets")
+    if "schedule" in results:
+        extra["schedule"] = results["schedule"]
+        targets += schedule_targets(results["schedule"])
     for target in targets:
         value, goal = target["measured"], target["target"]
         target["met"] = bool(value >= goal) if target["op"] == ">=" else bool(value <= goal)

@@ -38,7 +38,7 @@ from typing import Any
 
 import redis
 
-from bench import baseline, history, measure, report, retention
+from bench import baseline, history, measure, report, retention, schedule
 from bench.app import SETTINGS_VARIABLE
 from bench.measure import Settings
 from bench.stack import API_DB, DEFAULTS_DB, SHORT_TASK_PREFETCH, BenchError, BenchStack
@@ -46,11 +46,12 @@ from config import load_config
 from devtools.processes import PROJECT_ROOT
 
 FULL = dict(seconds=5.0, warmup=1.0, repeat=3, latency_samples=300, latency_warmup=30, worker_tasks=4000,
-            memory_jobs=10_000, history_jobs=(100_000, 1_000_000), history_repetitions=300, history_warmup=20)
+            memory_jobs=10_000, schedule_jobs=schedule.JOBS, history_jobs=(100_000, 1_000_000),
+            history_repetitions=300, history_warmup=20)
 # Other processes using less than this many cores leave the machine "quiet".
 QUIET_CORES = 0.15
 QUICK = dict(seconds=0.5, warmup=0.2, repeat=1, latency_samples=20, latency_warmup=3, worker_tasks=200,
-             memory_jobs=200, history_jobs=(2_000,), history_repetitions=5, history_warmup=1)
+             memory_jobs=200, schedule_jobs=2_000, history_jobs=(2_000,), history_repetitions=5, history_warmup=1)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker-tasks", type=int, help=f"tasks each worker drains (default {FULL['worker_tasks']})")
     parser.add_argument("--memory-jobs", type=int,
                         help=f"real add jobs whose Redis memory is measured (default {FULL['memory_jobs']:,})")
+    parser.add_argument("--schedule-jobs", type=int,
+                        help=f"jobs scheduled due at once, moved by our worker (default {FULL['schedule_jobs']:,})")
     parser.add_argument("--history-jobs", type=lambda text: tuple(int(part) for part in text.split(",")),
                         metavar="N[,N...]", help="retained jobs seeded for GET /jobs, in increasing order "
                         f"(default {','.join(str(n) for n in FULL['history_jobs'])}; 0 skips the phase)")
@@ -280,6 +283,9 @@ def run(args: argparse.Namespace) -> dict:
         memory_client = redis.Redis.from_url(stack.url(API_DB))
         results["retained_memory"] = retention.measure(
             memory_client, stack.api_url, picked(args, "memory_jobs"), clear_api_db, log)
+        results["schedule"] = schedule.measure(
+            memory_client, load_config(stack.env(API_DB)).RESULT_EXPIRES, ours_service.processes(), clear_api_db, log,
+            picked(args, "schedule_jobs"))
         memory_client.close()
         results["rss"] = {
             "api": measure.rss_of(stack.api.processes()),
