@@ -280,6 +280,13 @@ def table(doc: dict) -> list[str]:
     ]
     lines = _grid(("measurement", "value", "detail", "other load · probe ms"), rows)
     lines += _issue_12_tables(doc)
+    if "schedule" in doc:
+        moved = doc["schedule"]
+        lateness = moved["lateness_ms"] or {}
+        lines += ["", f"schedule: {moved['jobs']:,} jobs due at once, moved by our worker's mover at "
+                  f"{_number(moved['moved_per_s'])}/s; lateness to the queue p50 {_number(lateness.get('p50'))} ms, "
+                  f"p99 {_number(lateness.get('p99'))} ms; worker RSS {_number(moved['worker_rss_mb']['idle'], 1)} MiB "
+                  f"idle, {_number(moved['worker_rss_mb']['scheduled'], 1)} MiB with them scheduled"]
     lines.append("")
     lines += _grid(
         ("target", "measured", "goal", ""),

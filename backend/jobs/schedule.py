@@ -71,26 +71,82 @@ schedule_message(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 # At most ARGV[2] jobs due at ARGV[1] (ms) onto their lists, oldest first; with ARGV[3] = '1'
 # (the records share this database) each moves from SCHEDULED to QUEUED in its record and
 # the index, and its record notes when (`queued_ms`: how late the schedule was, and how
-# long the job then waited in its queue). Returns how many moved.
+# long the job then waited in its queue). Returns how many moved. Commands go by set, not
+# by job (one LPUSH, ZREM, HDEL of many members): about three calls per job remain.
 _MOVE_DUE = LUA_FUNCTIONS + SCHEDULE_FUNCTIONS + """
 local now, budget, move_records = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
-local moved = 0
-for _, due_set in ipairs(redis.call('SMEMBERS', SCHEDULE_SETS)) do
-  local list_key = string.sub(due_set, #SCHEDULE_PREFIX + 1)
-  for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', due_set, '-inf', now, 'LIMIT', 0, budget - moved)) do
-    local message = redis.call('HGET', SCHEDULED_MESSAGES, job_id)
-    unschedule(job_id, due_set)
-    if message then
-      redis.call('LPUSH', list_key, message)
-      moved = moved + 1
-      if move_records and redis.call('HGET', RECORD_PREFIX .. job_id, 'state') == 'SCHEDULED' then
-        index_move(job_id, 'QUEUED')
-        redis.call('HSET', RECORD_PREFIX .. job_id, 'queued_ms', now)
+
+local function append(lists, key, ...)
+  local list = lists[key]
+  if not list then
+    list = {}
+    lists[key] = list
+  end
+  for _, value in ipairs({...}) do
+    list[#list + 1] = value
+  end
+end
+
+-- The moved jobs' records and index entries: SCHEDULED to QUEUED, one ZREM and one ZADD per set.
+local function mark_queued(job_ids)
+  local removed, added = {}, {}
+  for _, job_id in ipairs(job_ids) do
+    local key = RECORD_PREFIX .. job_id
+    local f = redis.call('HMGET', key, 'state', 'name', 'owner')
+    if f[1] == 'SCHEDULED' then
+      local by_owner, by_task = index_keys('SCHEDULED', f[2], f[3])
+      local score = redis.call('ZSCORE', by_task, job_id)
+      redis.call('HSET', key, 'state', 'QUEUED', 'queued_ms', now)
+      if score then
+        local queued_owner, queued_task = index_keys('QUEUED', f[2], f[3])
+        append(removed, by_owner, job_id)
+        append(removed, by_task, job_id)
+        append(added, queued_owner, score, job_id)
+        append(added, queued_task, score, job_id)
       end
     end
   end
+  for key, members in pairs(removed) do
+    redis.call('ZREM', key, unpack(members))
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('SREM', string.sub(key, 1, #INDEX_PREFIX) == INDEX_PREFIX and INDEX_SETS or TASK_INDEX_SETS, key)
+    end
+  end
+  for key, members in pairs(added) do
+    redis.call('ZADD', key, unpack(members))
+    redis.call('SADD', string.sub(key, 1, #INDEX_PREFIX) == INDEX_PREFIX and INDEX_SETS or TASK_INDEX_SETS, key)
+  end
+end
+
+local moved = 0
+for _, due_set in ipairs(redis.call('SMEMBERS', SCHEDULE_SETS)) do
   if moved >= budget then
     break
+  end
+  local job_ids = redis.call('ZRANGEBYSCORE', due_set, '-inf', now, 'LIMIT', 0, budget - moved)
+  if #job_ids > 0 then
+    local messages = redis.call('HMGET', SCHEDULED_MESSAGES, unpack(job_ids))
+    redis.call('ZREM', due_set, unpack(job_ids))
+    redis.call('HDEL', SCHEDULED_MESSAGES, unpack(job_ids))
+    redis.call('HDEL', SCHEDULED_ENTRIES, unpack(job_ids))
+    local pushed, pushed_ids = {}, {}
+    for i, job_id in ipairs(job_ids) do
+      if messages[i] then
+        pushed[#pushed + 1] = messages[i]
+        pushed_ids[#pushed_ids + 1] = job_id
+      end
+    end
+    if #pushed > 0 then
+      -- In due order: a worker's BRPOP takes the list's other end, the oldest first.
+      redis.call('LPUSH', string.sub(due_set, #SCHEDULE_PREFIX + 1), unpack(pushed))
+      moved = moved + #pushed
+      if move_records then
+        mark_queued(pushed_ids)
+      end
+    end
+  end
+  if redis.call('EXISTS', due_set) == 0 then
+    redis.call('SREM', SCHEDULE_SETS, due_set)
   end
 end
 return moved
