@@ -33,13 +33,14 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     from backend.api.rate_limits import submit_limit
     from backend.jobs import extensions
     from backend.jobs.index import JobIndex
+    from backend.jobs.queues import QueueStats
     from backend.jobs.records import JobRecords
     from backend.jobs.redis_client import redis_client as connect_redis
     from backend.jobs.waiting import WaitingSlots
     from backend.jobs.watch import Subscriptions
     from backend.ops import cli, health, metrics, tracing
     from backend.taskqueue.celery_app import make_celery
-    from config import load_config
+    from config import DEFAULT_QUEUE, load_config
 
     config = config or load_config()
     # The task modules fill the registry of public tasks, which the routes are made from.
@@ -68,6 +69,14 @@ def create_app(config: BaseConfig | None = None) -> Flask:
             records=records,
             index=JobIndex(redis_client, config.RESULT_EXPIRES),
             subscriptions=Subscriptions(redis_client),
+            queues=QueueStats(
+                # The queues live in the broker's database: the same client where it is the records'.
+                redis_client if config.BROKER_LOCATION == config.RESULT_BACKEND_LOCATION
+                else connect_redis(config, config.BROKER_LOCATION),
+                default_queue=DEFAULT_QUEUE,
+                default_exchange=DEFAULT_QUEUE,
+                lease_seconds=config.BROKER_VISIBILITY_TIMEOUT,
+            ),
             waiting_slots=WaitingSlots(config.MAX_WAITING_REQUESTS),
         ),
     )

@@ -75,7 +75,8 @@ def service_env(redis_url: str, **extra: str) -> dict[str, str]:
     CLIENTS_DB,  # clients and ownership (tests/test_clients.py); no worker
     SPLIT_BROKER_DB,  # queues apart from their records' database (tests/test_queued_tasks.py)
     OBSERVER_DB,  # a connection that watches the others (MONITOR) and writes nothing
-) = range(12)
+    QUEUES_DB,  # queue figures (tests/test_queues.py)
+) = range(13)
 
 
 def db_url(server: RedisServer, db: int) -> str:

@@ -23,6 +23,8 @@ def client_without_redis(make_app):
         ("get", "/jobs/stats", None),
         ("post", "/jobs/retry", {"name": "add"}),
         ("post", "/jobs/cancel", {}),
+        ("get", "/queues", None),
+        ("post", "/add?delay_seconds=30", {"x": 1, "y": 2}),
     ],
 )
 def test_requests_needing_redis_are_503_with_retry_after(client_without_redis, method, path, body):

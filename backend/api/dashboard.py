@@ -28,7 +28,7 @@ bp = Blueprint("dashboard", __name__)
 
 # The page's actions, by the endpoint each calls.
 ACTION_ENDPOINTS = {"submit": "submit_long_task", "cancel": "cancel_job", "retry": "retry_job",
-                    "retry_all": "retry_jobs"}
+                    "retry_all": "retry_jobs", "queues": "list_queues"}
 
 
 def roles_needed() -> dict[str, str]:

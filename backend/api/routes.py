@@ -7,6 +7,7 @@ rate limit. A submit route exists for every public task in the registry.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,8 +21,18 @@ from spectree import SpecTree
 from backend.api import events
 from backend.api.auth import authenticate, current_caller, may_see_details
 from backend.api.requests import json_body
-from backend.api.schemas import ErrorBody, Health, Me, Readiness, Retried, StatusQuery, Submitted, TaskList
-from backend.jobs import history, service, states, timing
+from backend.api.schemas import (
+    ErrorBody,
+    Health,
+    Me,
+    QueueList,
+    Readiness,
+    Retried,
+    StatusQuery,
+    Submitted,
+    TaskList,
+)
+from backend.jobs import extensions, history, service, states, timing
 from backend.jobs.callers import Role
 from backend.jobs.errors import ServiceError
 from backend.jobs.history import BulkOutcome, CancelFilters, JobCounts, JobFilters, JobList, JobListQuery, RetryFilters
@@ -165,6 +176,13 @@ def job_stats() -> Response:
     return jsonify(history.count_jobs(filters, caller=current_caller()).model_dump(mode="json"))
 
 
+def list_queues() -> Response:
+    """Each queue: jobs ready, scheduled and running, and how long the oldest ready one has
+    waited (what to scale workers on: docs/autoscaling.md)."""
+    queues = [dataclasses.asdict(queue) for queue in extensions.queue_stats().figures()]
+    return jsonify(QueueList.model_validate({"queues": queues}).model_dump(mode="json"))
+
+
 def retry_jobs() -> Response:
     """Retry the FAILURE and REVOKED jobs matching the filters in the JSON body (none: all),
     not retried yet, newest first: at most BULK_ACTION_MAX_JOBS (1,000) per call."""
@@ -280,6 +298,9 @@ def routes() -> list[Route]:
         Route("/status/<task_id>/events", "job_events", job_events, documented=False),
         Route("/jobs", "list_jobs", list_jobs, tags=("history",), responses=LIST_RESPONSES, query=JobListQuery),
         Route("/jobs/stats", "job_stats", job_stats, tags=("history",), responses=STATS_RESPONSES, query=JobFilters),
+        Route("/queues", "list_queues", list_queues, tags=("queues",),
+              responses={"HTTP_200": QueueList, "HTTP_401": ErrorBody, "HTTP_403": ErrorBody, "HTTP_503": ErrorBody},
+              role=Role.ADMIN),
         Route("/jobs/retry", "retry_jobs", retry_jobs, "POST", tags=("history",), responses=BULK_RESPONSES,
               json=RetryFilters, submits=True, role=Role.ADMIN),
         Route("/jobs/cancel", "cancel_jobs", cancel_jobs, "POST", tags=("history",), responses=BULK_RESPONSES,

@@ -48,6 +48,20 @@ class ErrorBody(BaseModel):
     error: ErrorInfo
 
 
+class QueueFigures(BaseModel):
+    name: str = Field(description="The queue, as workers consume it (CELERY_QUEUES).")
+    ready: int = Field(description="Jobs waiting for a worker.")
+    scheduled: int = Field(description="Jobs waiting in the schedule for their time.")
+    running: int = Field(description="Jobs a worker holds: reserved or running, not acknowledged.")
+    oldest_ready_age_seconds: float | None = Field(
+        description="How long the oldest ready job has waited (queue latency); null when none waits."
+    )
+
+
+class QueueList(BaseModel):
+    queues: list[QueueFigures]
+
+
 class Me(BaseModel):
     """Who the token sent names: what the dashboard shows, and which of its buttons it offers."""
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from backend.jobs.index import JobIndex
+    from backend.jobs.queues import QueueStats
     from backend.jobs.records import JobRecords
     from backend.jobs.waiting import WaitingSlots
     from backend.jobs.watch import Subscriptions
@@ -34,6 +35,7 @@ class Services:
     index: JobIndex
     subscriptions: Subscriptions
     waiting_slots: WaitingSlots
+    queues: QueueStats
 
 
 def init_app(app: Flask, services: Services) -> None:
@@ -62,3 +64,7 @@ def job_index() -> JobIndex:
 
 def waiting_slots() -> WaitingSlots:
     return services().waiting_slots
+
+
+def queue_stats() -> QueueStats:
+    return services().queues

@@ -13,12 +13,12 @@ from __future__ import annotations
 import redis
 from redis.sentinel import Sentinel
 
-from config import BaseConfig
+from config import BaseConfig, RedisLocation
 
 
-def redis_client(config: BaseConfig) -> redis.Redis:
-    """A client of RESULT_BACKEND's Redis; it connects lazily, on first use."""
-    location = config.RESULT_BACKEND_LOCATION
+def redis_client(config: BaseConfig, location: RedisLocation | None = None) -> redis.Redis:
+    """A client of RESULT_BACKEND's Redis (or of `location`'s); it connects lazily, on first use."""
+    location = location or config.RESULT_BACKEND_LOCATION
     timeouts = {
         "socket_timeout": config.REDIS_SOCKET_TIMEOUT,
         "socket_connect_timeout": config.REDIS_CONNECT_TIMEOUT,

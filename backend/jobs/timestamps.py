@@ -35,3 +35,8 @@ def normalized_iso(value: datetime | str | None) -> str | None:
         return utc_iso(datetime.fromisoformat(value))
     except ValueError:
         return value
+
+
+def iso_epoch(value: str) -> float:
+    """Seconds since the epoch of a time in the service's format (or any ISO 8601 with a zone)."""
+    return datetime.fromisoformat(value).timestamp()

@@ -11,6 +11,10 @@
 - `jobs{state,task}`: the jobs the job index holds, by state and task name, read
   from Redis when Prometheus scrapes (JobIndexCollector).
 - `jobs_index_up`: 1 when this scrape read the job index, 0 when Redis did not answer.
+- `queue_ready_jobs{queue}`, `queue_scheduled_jobs{queue}`, `queue_running_jobs{queue}`,
+  `queue_oldest_ready_age_seconds{queue}` (queue latency: what to autoscale workers on,
+  docs/autoscaling.md), and `queues_up`: read from the broker at each scrape
+  (QueueCollector, backend/jobs/queues.py).
 
 Under gunicorn, PROMETHEUS_MULTIPROC_DIR (prepared by gunicorn.conf.py, see
 backend/ops/prometheus_dir.py) makes every worker process write its samples there and
@@ -108,6 +112,59 @@ class JobIndexCollector:
         yield up
 
 
+class QueueCollector:
+    """Each queue's figures (backend/jobs/queues.py), read at each scrape: a few O(1) and
+    O(log n) commands per queue. When Redis does not answer, `queues_up` is 0."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def describe(self) -> list[Metric]:
+        return [*_queue_families().values(), _queues_up_family()]
+
+    def collect(self) -> Iterator[Metric]:
+        up = _queues_up_family()
+        try:
+            figures = extensions.services(self.app).queues.figures()
+        except redis.RedisError as exc:
+            log.warning("/metrics could not read the queues: %r", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        families = _queue_families()
+        for queue in figures:
+            families["ready"].add_metric([queue.name], queue.ready)
+            families["scheduled"].add_metric([queue.name], queue.scheduled)
+            families["running"].add_metric([queue.name], queue.running)
+            # An empty queue has waited 0 s: a scaler reads a number, never a gap.
+            families["age"].add_metric([queue.name], queue.oldest_ready_age_seconds or 0.0)
+        up.add_metric([], 1)
+        yield from families.values()
+        yield up
+
+
+def _queue_families() -> dict[str, GaugeMetricFamily]:
+    return {
+        "ready": GaugeMetricFamily("queue_ready_jobs", "Jobs waiting in the queue for a worker", labels=["queue"]),
+        "scheduled": GaugeMetricFamily(
+            "queue_scheduled_jobs", "Jobs of the queue waiting in the schedule for their time", labels=["queue"]
+        ),
+        "running": GaugeMetricFamily(
+            "queue_running_jobs", "Jobs of the queue a worker holds: reserved or running, not acknowledged",
+            labels=["queue"],
+        ),
+        "age": GaugeMetricFamily(
+            "queue_oldest_ready_age_seconds",
+            "How long the oldest job waiting in the queue has waited (queue latency); 0 when none waits",
+            labels=["queue"],
+        ),
+    }
+
+
+def _queues_up_family() -> GaugeMetricFamily:
+    return GaugeMetricFamily("queues_up", "1 if this scrape read the queues from Redis, 0 if it could not")
+
+
 def _jobs_family() -> GaugeMetricFamily:
     return GaugeMetricFamily(
         "jobs",
@@ -122,8 +179,11 @@ def _up_family() -> GaugeMetricFamily:
     )
 
 
-def scrape_registry(app_registry: CollectorRegistry, job_index: JobIndexCollector) -> CollectorRegistry:
-    """What one scrape exposes: the counters and histograms, and the job index's gauges."""
+def scrape_registry(
+    app_registry: CollectorRegistry, job_index: JobIndexCollector, queues: QueueCollector
+) -> CollectorRegistry:
+    """What one scrape exposes: the counters and histograms, and the gauges of the job index
+    and the queues."""
     registry = CollectorRegistry()
     if os.environ.get(prometheus_dir.ENV):
         # Every gunicorn worker's samples, summed from their files; this process's are there too.
@@ -133,6 +193,7 @@ def scrape_registry(app_registry: CollectorRegistry, job_index: JobIndexCollecto
     # Registered here, on the registry of this scrape only: read once per scrape, not
     # once per gunicorn worker, and never written to the multiprocess files.
     registry.register(job_index)
+    registry.register(queues)
     return registry
 
 
@@ -158,10 +219,10 @@ def init_app(app: Flask, authenticate: Callable[[], None]) -> None:
     # Every public task's series exists from the start (at 0): rate() and alerts see the first submit.
     for name in public_tasks():
         metrics.submitted.labels(task=name)
-    job_index = JobIndexCollector(app)
+    job_index, queues = JobIndexCollector(app), QueueCollector(app)
 
     def scrape() -> Response:
-        exposed = scrape_registry(registry, job_index)
+        exposed = scrape_registry(registry, job_index, queues)
         names = request.args.getlist("name[]")
         encode, content_type = choose_encoder(request.headers.get("Accept", ""))
         return Response(encode(exposed.restricted_registry(names) if names else exposed), content_type=content_type)

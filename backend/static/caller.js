@@ -27,6 +27,7 @@ function may(action) {
 
 export const maySubmit = () => may("submit");
 export const mayRetryAllFailed = () => may("retryAll");
+export const mayReadQueues = () => may("queues");
 // The highest role (admin) acts on every job; a client below it on its own only (it lists no other).
 const owns = (status) => caller === null || caller.role === ROLES.at(-1) || status.owner === caller.client;
 export const mayCancel = (status) => may("cancel") && owns(status);

@@ -11,6 +11,7 @@ import { openDetail, startDetail } from "./detail.js";
 import { hideError, startFeedback } from "./feedback.js";
 import { loadTaskNames } from "./filters.js";
 import { loadList, startJobList } from "./job_list.js";
+import { loadQueues, startQueues } from "./queues.js";
 import { startRefreshing } from "./refresh.js";
 import { restartFollowers, startStreams } from "./streams.js";
 import { startSubmitForm } from "./submit.js";
@@ -21,6 +22,7 @@ import { startTokenField } from "./token.js";
 async function tokenChanged() {
   hideError();
   await loadCaller();
+  loadQueues();
   restartFollowers();
   loadTaskNames();
   loadList();
@@ -48,3 +50,4 @@ await loadCaller(); // before the first rows: their buttons depend on it
 loadTaskNames();
 loadList();
 startRefreshing();
+startQueues();

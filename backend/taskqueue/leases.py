@@ -32,14 +32,23 @@ logger = logging.getLogger(__name__)
 # missed (a slow Redis, a busy event loop) before a live worker loses a message.
 RENEWALS_PER_TIMEOUT = 6
 
-# The held messages (ARGV[2:]) still unacknowledged, rescored to ARGV[1]; never re-adds an
-# acknowledged one. A rescore adds no data, so it starts as transport.ADDS_NOTHING_FIRST
-# says and a full Redis runs it: a lease that lapsed while Redis refused ZADD would hand
-# the job this worker still runs to another worker once memory is freed.
+# The held messages (ARGV[3:]: pairs of a delivery tag and its queue's set of held messages)
+# still unacknowledged, rescored to ARGV[1]; never re-adds an acknowledged one. A rescore
+# adds no data, so it starts as transport.ADDS_NOTHING_FIRST says and a full Redis runs it:
+# a lease that lapsed while Redis refused ZADD would hand the job this worker still runs to
+# another worker once memory is freed.
+# Each queue's set is rescored too, and loses its entries older than ARGV[2]: those of dead
+# workers, which no one acknowledges (backend/jobs/queues.py counts only live leases).
 _RENEW = ADDS_NOTHING_FIRST + """
 local renewed = 0
-for i = 2, #ARGV do
+local pruned = {}
+for i = 3, #ARGV, 2 do
   renewed = renewed + redis.call('ZADD', KEYS[1], 'XX', 'CH', ARGV[1], ARGV[i])
+  redis.call('ZADD', ARGV[i + 1], 'XX', ARGV[1], ARGV[i])
+  if not pruned[ARGV[i + 1]] then
+    redis.call('ZREMRANGEBYSCORE', ARGV[i + 1], '-inf', '(' .. ARGV[2])
+    pruned[ARGV[i + 1]] = true
+  end
 end
 return renewed
 """
@@ -99,9 +108,14 @@ def renew_leases(channel: Any) -> int:
     tags = held_delivery_tags(channel)
     if not tags:
         return 0
+    delivered = channel.qos._delivered
+    pairs = [part for tag in tags if (message := delivered.get(tag)) for part in (tag, channel.unacked_key_of(message))]
+    now = time.time()
     try:
         with channel.conn_or_acquire() as client:
-            renewed = client.register_script(_RENEW)(keys=[channel.unacked_index_key], args=[time.time(), *tags])
+            renewed = client.register_script(_RENEW)(
+                keys=[channel.unacked_index_key], args=[now, now - 2 * channel.visibility_timeout, *pairs]
+            )
             return int(renewed)
     except channel.connection_errors + channel.channel_errors as exc:
         # The consumer reconnects on its own; missed renewals are what the

@@ -205,7 +205,6 @@ class RunningLimits:
         self._promote_all = self.client.register_script(_PROMOTE_ALL)
         # Delivery tags of the jobs this process started under limits, and those limits.
         self.held: dict[str, list[Limit]] = {}
-        self._queues: dict[tuple[str, str], str] = {}
 
     def _state_keys(self) -> list[str]:
         return [self.channel.unacked_index_key, self.channel.unacked_key]
@@ -259,13 +258,8 @@ class RunningLimits:
 
     def _queue_of(self, message: Any) -> str:
         """The list the message goes back on: its queue's, at its priority (as kombu's _put)."""
-        delivery = message.delivery_info
-        route = (delivery.get("exchange") or "", delivery.get("routing_key") or "")
-        queue = self._queues.get(route)
-        if queue is None:
-            queue = self._queues[route] = self.channel._lookup(*route)[0]
         priority = self.channel._get_message_priority(message._raw, reverse=False)
-        key: str = self.channel._q_for_pri(queue, priority)
+        key: str = self.channel._q_for_pri(self.channel.queue_of(message), priority)
         return key
 
 

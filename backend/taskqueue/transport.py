@@ -29,6 +29,7 @@ from kombu.utils.json import dumps
 from kombu.utils.objects import cached_property
 
 from backend.jobs.errors import is_redis_full
+from backend.jobs.queues import UNACKED_PREFIX
 from backend.taskqueue.recorded_publish import pending_for
 
 logger = logging.getLogger(__name__)
@@ -41,10 +42,12 @@ logger = logging.getLogger(__name__)
 ADDS_NOTHING_FIRST = "redis.call('ZREM', KEYS[1], '')\n"
 
 # The message BRPOP just took off its queue, recorded as unacknowledged: scored by time
-# in KEYS[1] (the index the visibility sweep reads), its payload in KEYS[2].
+# in KEYS[1] (the index the visibility sweep reads), its payload in KEYS[2], and scored in
+# KEYS[3], its queue's own set of held messages (what GET /queues counts as running).
 _HOLD = ADDS_NOTHING_FIRST + """
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
 """
 
 
@@ -56,6 +59,14 @@ class QoS(kombu_redis.QoS):
         # Called with a delivery tag once its message is no longer this worker's (acknowledged,
         # rejected, handed back): the running limits free its slots (running_limits.py).
         self.on_settled: Callable[[str], None] | None = None
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        """kombu's, and the message leaves its queue's set of held messages (the same pipeline)."""
+        pipe = super()._remove_from_indices(delivery_tag, pipe)  # type: ignore[no-untyped-call]  # kombu is untyped
+        message = self._delivered.get(delivery_tag)
+        if message is not None:
+            pipe.zrem(self.channel.unacked_key_of(message), delivery_tag)
+        return pipe
 
     def _settled(self, delivery_tag: str) -> None:
         if self.on_settled is not None:
@@ -81,7 +92,9 @@ class QoS(kombu_redis.QoS):
         payload = json.dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
         with self.channel.conn_or_acquire() as client:
             self.channel.hold_script(
-                keys=[self.unacked_index_key, self.unacked_key], args=[time(), delivery_tag, payload], client=client
+                keys=[self.unacked_index_key, self.unacked_key, self.channel.unacked_key_of(message)],
+                args=[time(), delivery_tag, payload],
+                client=client,
             )
         # Skips kombu_redis.QoS.append (the MULTI) for the base class's bookkeeping.
         virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]  # kombu is untyped
@@ -124,6 +137,24 @@ class Channel(kombu_redis.Channel):
     @cached_property
     def hold_script(self) -> Any:
         return self._shared_client.register_script(_HOLD)
+
+    @cached_property
+    def _queues_by_route(self) -> dict[tuple[str, str], str]:
+        return {}
+
+    def queue_of(self, message: Any) -> str:
+        """The queue a delivered message came from: kombu's lookup of its exchange and routing
+        key (a Redis read), done once per route."""
+        delivery = message.delivery_info
+        route = (delivery.get("exchange") or "", delivery.get("routing_key") or "")
+        known: dict[tuple[str, str], str] = self._queues_by_route
+        if route not in known:
+            known[route] = str(self._lookup(*route)[0])  # type: ignore[no-untyped-call]  # kombu is untyped
+        return known[route]
+
+    def unacked_key_of(self, message: Any) -> str:
+        """The set of held messages of the message's queue (backend/jobs/queues.py)."""
+        return UNACKED_PREFIX + self.queue_of(message)
 
     @contextmanager
     def conn_or_acquire(self, client: redis.Redis | None = None) -> Iterator[redis.Redis]:

@@ -67,6 +67,7 @@ def test_with_a_read_token_the_page_lists_the_clients_jobs_without_a_submit_form
     expect(dashboard.ids).to_have_text([running, failed])  # its own jobs, and no other client's
     assert dashboard.row(others).count() == 0
     expect(page.locator("#submit-form")).to_be_hidden()
+    expect(page.locator("#queues-panel")).to_be_hidden()  # GET /queues is for admins
     expect(page.locator("#retry-failed")).to_be_hidden()
     expect(page.locator("#job-rows .cancel:visible")).to_have_count(0)
     expect(page.locator("#job-rows .retry:visible")).to_have_count(0)

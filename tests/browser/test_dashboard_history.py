@@ -5,6 +5,7 @@ filters, counts, paging, cancel and retry from the page, and a job's detail view
 from __future__ import annotations
 
 import pytest
+import requests
 
 expect = pytest.importorskip("playwright.sync_api").expect
 
@@ -190,3 +191,15 @@ def test_on_a_later_page_new_jobs_are_announced_and_the_page_stays_put(dashboard
     page.get_by_role("button", name="New jobs: back to newest").click()
     expect(page.locator("#page-number")).to_have_text("Page 1")
     expect(dashboard.rows.first).to_have_attribute("data-task-id", newest)
+
+
+def test_the_queues_panel_counts_a_scheduled_job_and_forgets_it_once_cancelled(dashboard, api):
+    dashboard.open()
+    response = requests.post(f"{api.base_url}/add?delay_seconds=300", json={"x": 1, "y": 1}, timeout=10)
+    task_id = response.json()["task_id"]
+    celery = dashboard.page.locator('#queue-rows tr[data-queue="celery"] td')
+    expect(celery).to_have_count(5)
+    expect(celery.nth(2)).to_have_text("1")  # scheduled
+    expect(dashboard.row(task_id).locator(".badge")).to_have_text("SCHEDULED")
+    assert requests.post(f"{api.base_url}/status/{task_id}/cancel", timeout=10).json()["state"] == "REVOKED"
+    expect(celery.nth(2)).to_have_text("0")
