@@ -49,6 +49,8 @@ LONG_TASK_SOFT_TIME_LIMIT = 3540
 # out of memory, cut off) goes back to its queue for another worker. Live
 # workers renew every timeout/6, so a short timeout re-runs nothing healthy.
 BROKER_VISIBILITY_TIMEOUT = 60
+# How far ahead a submit may schedule a job, by default: 30 days.
+SCHEDULE_MAX_SECONDS = 30 * 24 * 3600
 # Seconds between each worker's sweeps for such messages (kombu's default
 # sweep runs every 10 s but scans on every 10th call only, i.e. ~100 s).
 UNACKED_RESTORE_INTERVAL = 5
@@ -247,7 +249,7 @@ class BaseConfig:
         if not 0 < self.JOB_INDEX_TRIM_SECONDS < math.inf:
             raise ConfigError("JOB_INDEX_TRIM_SECONDS must be a positive number of seconds")
         # How far ahead a submit may schedule a job (delay_seconds, run_at); beyond: 422.
-        self.SCHEDULE_MAX_SECONDS = env.integer("SCHEDULE_MAX_SECONDS", 30 * 24 * 3600, minimum=0)
+        self.SCHEDULE_MAX_SECONDS = env.integer("SCHEDULE_MAX_SECONDS", SCHEDULE_MAX_SECONDS, minimum=0)
         # Most jobs one bulk retry or cancel (POST /jobs/retry, /jobs/cancel) acts on.
         self.BULK_ACTION_MAX_JOBS = env.integer("BULK_ACTION_MAX_JOBS", 1000, minimum=1)
         # Seconds before a Redis call gives up: a Redis outage is a fast 503, not a hang.

@@ -76,7 +76,8 @@ def service_env(redis_url: str, **extra: str) -> dict[str, str]:
     SPLIT_BROKER_DB,  # queues apart from their records' database (tests/test_queued_tasks.py)
     OBSERVER_DB,  # a connection that watches the others (MONITOR) and writes nothing
     QUEUES_DB,  # queue figures (tests/test_queues.py)
-) = range(13)
+    DEADLINES_DB,  # jobs that must start by a deadline (tests/test_deadlines.py)
+) = range(14)
 
 
 def db_url(server: RedisServer, db: int) -> str:

@@ -12,8 +12,8 @@ from backend.taskqueue.task import CLIENT_LIMIT_HEADER, OWNER_HEADER, RECORDED_H
 from tests.helpers import IDLE_DB, OBSERVER_DB, QUEUE, SPLIT_BROKER_DB, db_url, wait_for_state, wait_until
 
 STATUS_FIELDS = {
-    "task_id", "name", "state", "progress", "result", "error", "submitted_at", "run_at", "started_at", "finished_at",
-    "owner", "input", "input_note", "retry_of", "retried_by",
+    "task_id", "name", "state", "progress", "result", "error", "submitted_at", "run_at", "deadline_at",
+    "started_at", "finished_at", "owner", "input", "input_note", "retry_of", "retried_by",
 }
 
 

@@ -71,6 +71,7 @@ def test_a_time_that_has_passed_queues_the_job_at_once(idle_client, idle_queue_l
         ("run_at=tomorrow", "run_at"),
         ("delay_seconds=60&run_at=2030-01-01T00:00:00Z", None),
         ("delay_seconds=3601", "delay_seconds"),  # beyond SCHEDULE_MAX_SECONDS
+        ("delay_seconds=1e16", "delay_seconds"),  # beyond any date: a 422, not an overflow
     ],
 )
 def test_a_bad_time_is_a_422_naming_it_and_enqueues_nothing(make_app, idle_redis_url, idle_queue_length, query,

@@ -69,15 +69,17 @@ BULK_RESPONSES = {
 
 def submitted(task_name: str, data: Any, *, from_query: bool = False) -> Response:
     """Submit through the service layer, now or at the time the query string says
-    (`delay_seconds`, `run_at`: backend/jobs/timing.py); 202 with the job's id and status URL."""
-    run_at = timing.due_time(request.args, current_app.config["SCHEDULE_MAX_SECONDS"])
+    (`delay_seconds`, `run_at`), and with the deadline it says (`deadline_seconds`, `expires_at`:
+    backend/jobs/timing.py); 202 with the job's id and status URL."""
+    timed = timing.when(request.args, current_app.config["SCHEDULE_MAX_SECONDS"])
     submission = service.submit(
         task_name,
         timing.without_timing(data) if from_query else data,
         caller=current_caller(),
         from_query=from_query,
         idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
-        run_at=run_at,
+        run_at=timed.run_at,
+        deadline=timed.deadline,
     )
     status_url = url_for("api.job_status", task_id=submission.job_id)
     body = {"task_id": submission.job_id, "state": submission.state, "status_url": status_url}

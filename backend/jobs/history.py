@@ -17,7 +17,7 @@ from backend.jobs import extensions, service, states
 from backend.jobs.callers import Caller, Role
 from backend.jobs.errors import ServiceError
 from backend.jobs.index import MAX_PAGE_SIZE, Cursor, JobFilter
-from backend.jobs.inputs import JOB_ID, validate_input
+from backend.jobs.inputs import JOB_ID, iso_with_zone, validate_input
 from backend.jobs.registry import public_tasks
 from backend.jobs.status import JobStatus
 
@@ -54,20 +54,7 @@ class _Filters(BaseModel):
             return [part.strip() for part in value.split(",")]  # an empty part fails as no state
         return value
 
-    @field_validator("since", "until", mode="before")
-    @classmethod
-    def iso_text_only(cls, value: Any) -> Any:
-        """ISO 8601 text with a zone, as the schema says: not a number of seconds, which
-        pydantic's lax mode would take as a Unix time."""
-        if value is None or isinstance(value, datetime):
-            return value
-        try:
-            moment = datetime.fromisoformat(value) if isinstance(value, str) else None
-        except ValueError:
-            moment = None
-        if moment is None or moment.tzinfo is None:
-            raise ValueError("must be ISO 8601 text with a time zone, such as 2026-11-29T00:00:00Z")
-        return moment
+    _iso_moments = field_validator("since", "until", mode="before")(iso_with_zone)
 
     def job_filter(self, default_states: frozenset[str] | None = None) -> JobFilter:
         return JobFilter(

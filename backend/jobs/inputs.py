@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -37,6 +38,21 @@ def _json_number(text: str) -> int | float:
     """
     value = float(text)
     return int(value) if value.is_integer() else value
+
+
+def iso_with_zone(value: Any) -> Any:
+    """A pydantic "before" validator of a moment: ISO 8601 text with a zone, as the published
+    schemas say; not a number of seconds, which pydantic's lax mode (query strings) would
+    take as a Unix time."""
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValueError("must be ISO 8601 text with a time zone, such as 2026-11-29T00:00:00Z")
+    return moment
 
 
 def validate_input(model: type[Model], data: Any, *, from_query: bool = False) -> Model:

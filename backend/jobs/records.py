@@ -27,6 +27,8 @@ from backend.jobs.schedule import SCHEDULE_FUNCTIONS
 from backend.jobs.timestamps import epoch_iso, now_iso
 
 KEY_PREFIX = RECORD_PREFIX
+# What the start script answers for a job whose deadline passed before it started.
+NOT_STARTED_BY_DEADLINE = -1
 # The owner of a job sent by code outside the API: .delay(), apply_async, celery call, beat.
 CODE_OWNER = "code"
 
@@ -100,8 +102,10 @@ delete_record(ARGV[1])
 """
 
 # Atomic with the API's cancel: a job either starts or is cancelled first,
-# never both. A record missing (a job sent by other code, its record not written
-# when received) is created so its status can be looked up while it runs. With a
+# never both. A job whose record has a `deadline_ms` that passed before it first started
+# never starts either: -1 (the worker ends it REVOKED, DeadlineExceeded). A record
+# missing (a job sent by other code, its record not written when received) is created
+# so its status can be looked up while it runs. With a
 # result key (KEYS[2]), Celery's STARTED state (ARGV[5]) is stored there and
 # published, as task_track_started would, in this same round trip; a retry or
 # redelivery then no longer shows the earlier attempt's RETRY or progress while it
@@ -112,6 +116,13 @@ _START_UNLESS_CANCELLED = LUA_FUNCTIONS + """
 local job_id = ARGV[6]
 if redis.call('HEXISTS', KEYS[1], 'cancel_requested_at') == 1 then
   return 0
+end
+local deadline = redis.call('HGET', KEYS[1], 'deadline_ms')
+if deadline and redis.call('HEXISTS', KEYS[1], 'started_at') == 0 then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(deadline) then
+    return -1
+  end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   create_record(job_id, ARGV[2], ARGV[7], {unpack(ARGV, 8)})
@@ -185,13 +196,15 @@ return 1
 class NewRecord:
     """A job's record before it is written: the id, the index score (its submit time in
     milliseconds), the fields as a flat list (name, state and owner first), the job it
-    retries, if any, and when it is due (ms) if it waits in the schedule."""
+    retries, if any, when it is due (ms) if it waits in the schedule, and the deadline (ms)
+    by which it must have started, if any."""
 
     job_id: str
     score: int
     fields: list[str]
     retry_of: str | None = None
     due_ms: int | None = None
+    deadline_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -229,7 +242,7 @@ class JobRecords:
 
     def new_record(
         self, job_id: str, task_name: str, owner: str, job_input: Any, retry_of: str | None = None,
-        *, now: float | None = None, due_ms: int | None = None,
+        *, now: float | None = None, due_ms: int | None = None, deadline_ms: int | None = None,
     ) -> NewRecord:
         """A new job's record, not written yet; the worker adds the rest of its fields.
 
@@ -243,6 +256,8 @@ class JobRecords:
         fields = {"name": task_name, "state": state, "owner": owner, "submitted_at": epoch_iso(score / 1000)}
         if due_ms is not None:
             fields["run_at"] = epoch_iso(due_ms / 1000)
+        if deadline_ms is not None:
+            fields["deadline_ms"] = str(deadline_ms)
         encoded = json.dumps(job_input, separators=(",", ":"), default=str)
         size = len(encoded.encode())
         if size <= self.input_max_bytes:
@@ -251,7 +266,9 @@ class JobRecords:
             fields["input_bytes"] = str(size)
         if retry_of:
             fields["retry_of"] = retry_of
-        return NewRecord(job_id, score, [part for field in fields.items() for part in field], retry_of, due_ms)
+        return NewRecord(
+            job_id, score, [part for field in fields.items() for part in field], retry_of, due_ms, deadline_ms
+        )
 
     def ttl_of(self, record: NewRecord) -> int:
         """Seconds the record lives: RESULT_EXPIRES, plus its wait in the schedule."""
@@ -331,8 +348,8 @@ class JobRecords:
         job_input: Any = None,
     ) -> int:
         """Mark the job started and store `started` (result key, STARTED meta as JSON):
-        0 if it was cancelled before it started, else the number of times this attempt
-        has now been delivered (1 normally)."""
+        0 if it was cancelled before it started, NOT_STARTED_BY_DEADLINE if its deadline passed
+        first, else the number of times this attempt has now been delivered (1 normally)."""
         keys: list[bytes | str] = [self.key(job_id)]
         meta = ""
         if started is not None:

@@ -61,9 +61,11 @@ def submit(
     from_query: bool = False,
     idempotency_key: str | None = None,
     run_at: datetime | None = None,
+    deadline: datetime | None = None,
 ) -> Submission:
     """Validate the input for the named task and enqueue a job of it, owned by `caller`:
-    now, or at `run_at` through the server-side schedule (backend/jobs/timing.py).
+    now, or at `run_at` through the server-side schedule, and never if it has not started
+    by `deadline` (backend/jobs/timing.py).
 
     Nothing is enqueued unless the input is valid. With an idempotency key, a repeat
     of an earlier submit by the same client returns that submit's job instead.
@@ -73,7 +75,7 @@ def submit(
     task = find_task(task_name)
     # mode="json": URLs, dates, enums become plain JSON for the JSON-only serializer.
     params = validate_input(task.input_model, data, from_query=from_query).model_dump(mode="json")
-    return enqueue(task, params, owner=caller, idempotency_key=idempotency_key, run_at=run_at)
+    return enqueue(task, params, owner=caller, idempotency_key=idempotency_key, run_at=run_at, deadline=deadline)
 
 
 def enqueue(
@@ -84,6 +86,7 @@ def enqueue(
     idempotency_key: str | None = None,
     retry_of: str | None = None,
     run_at: datetime | None = None,
+    deadline: datetime | None = None,
 ) -> Submission:
     """Record, index and publish a job of `task` with validated `params`, owned by `owner`
     and run under its running limit; at `run_at`, if given, through the schedule.
@@ -100,6 +103,7 @@ def enqueue(
         extensions.celery_app().tasks[task.name].apply_async,
         kwargs=params, task_id=job_id, owner=owner.name, client_max_running=running_limit(owner),
         **({} if run_at is None else {"eta": run_at}),
+        **({} if deadline is None else {"expires": deadline}),
     )
     if idempotency_key is None and retry_of is None:
         publish()
@@ -110,8 +114,9 @@ def enqueue(
         idempotency = (redis_key(owner.name, idempotency_key), request)
     records = extensions.job_records()
     due_ms = None if run_at is None else int(run_at.timestamp() * 1000)
-    created = records.create(records.new_record(job_id, task.name, owner.name, params, retry_of, due_ms=due_ms),
-                             idempotency)
+    deadline_ms = None if deadline is None else int(deadline.timestamp() * 1000)
+    record = records.new_record(job_id, task.name, owner.name, params, retry_of, due_ms=due_ms, deadline_ms=deadline_ms)
+    created = records.create(record, idempotency)
     if idempotency is not None and (replayed := replayed_job(created, idempotency[1])):
         return Submission(replayed, task.name, replayed=True)
     if created.outcome != "created":

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from backend.jobs import states
 from backend.jobs.states import JobState
-from backend.jobs.timestamps import normalized_iso
+from backend.jobs.timestamps import epoch_iso, normalized_iso
 
 
 class Progress(BaseModel):
@@ -40,6 +40,8 @@ class JobStatus(BaseModel):
     submitted_at: str | None = Field(description="ISO 8601, UTC.")
     run_at: str | None = Field(description="When a job submitted for later (delay_seconds, run_at, a countdown) "
                                "was due to run; null for a job queued at once.")
+    deadline_at: str | None = Field(description="When the job must have started (deadline_seconds, expires_at, "
+                                    "Celery's expires); past it, it never runs and ends REVOKED, DeadlineExceeded.")
     started_at: str | None
     finished_at: str | None
     owner: str | None = Field(
@@ -79,6 +81,7 @@ def build_status(job_id: str, record: Mapping[str, str], meta: Mapping[str, Any]
         error=_error(payload, state) if state in states.ERROR_STATES else None,
         submitted_at=record.get("submitted_at"),
         run_at=record.get("run_at"),
+        deadline_at=epoch_iso(int(record["deadline_ms"]) / 1000) if "deadline_ms" in record else None,
         started_at=record.get("started_at"),
         finished_at=finished_at,
         owner=record.get("owner"),

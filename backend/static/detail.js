@@ -68,6 +68,7 @@ function renderDetail(status) {
   setField("owner", status.owner || "");
   setTimeField("submitted_at", status.submitted_at);
   setTimeField("run_at", status.run_at);
+  setTimeField("deadline_at", status.deadline_at);
   setTimeField("started_at", status.started_at);
   setTimeField("finished_at", status.finished_at);
   setField("input", status.input != null ? JSON.stringify(status.input, null, 2) : status.input_note || "");

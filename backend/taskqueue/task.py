@@ -29,7 +29,7 @@ from celery.result import AsyncResult
 from celery.utils import uuid
 
 from backend.jobs import states
-from backend.jobs.records import CODE_OWNER, JobRecords
+from backend.jobs.records import CODE_OWNER, NOT_STARTED_BY_DEADLINE, JobRecords
 from backend.jobs.schedule import Schedule
 from backend.taskqueue.recorded_publish import PendingRecord, publishing
 from backend.taskqueue.results import wait_while_full
@@ -43,6 +43,19 @@ RECORDED_HEADER = "job_recorded"
 # limit): the API stamps them, the worker's running limits read them (running_limits.py).
 OWNER_HEADER = "job_owner"
 CLIENT_LIMIT_HEADER = "client_max_running"
+
+
+def _deadline_ms(options: dict[str, Any]) -> int | None:
+    """The deadline of a job sent with Celery's `expires` (taken out of `options`: the start
+    script enforces it, and ends the job DeadlineExceeded), in epoch milliseconds."""
+    expires = options.pop("expires", None)
+    if expires is None:
+        return None
+    if isinstance(expires, str):
+        expires = datetime.fromisoformat(expires)
+    if isinstance(expires, datetime):
+        return int((expires if expires.tzinfo else expires.replace(tzinfo=UTC)).timestamp() * 1000)
+    return int((time.time() + float(expires)) * 1000)
 
 
 def _due_ms(options: dict[str, Any]) -> int | None:
@@ -64,6 +77,11 @@ def _due_ms(options: dict[str, Any]) -> int | None:
 
 class DeliveryLimitExceeded(Exception):
     """The job's earlier runs all died with their worker; it is not run again."""
+
+
+class DeadlineExceeded(Exception):
+    """The job had not started by its deadline (`deadline_seconds`, `expires_at`, Celery's
+    `expires`): it never runs, and ends REVOKED with this error."""
 
 
 class RecordedTask(Task):
@@ -118,10 +136,12 @@ class RecordedTask(Task):
         # Celery's Task.retry() sends the same job again (retries ≥ 1): its record exists,
         # and stays when that send fails (Celery then ends the job FAILURE).
         resent = bool(options.get("retries"))
-        due_ms = _due_ms(options)
+        due_ms, deadline_ms = _due_ms(options), _deadline_ms(options)
         record = None
         if not (record_written or resent):
-            record = self.records.new_record(job_id, self.name, owner, self.input_of(args, kwargs), due_ms=due_ms)
+            record = self.records.new_record(
+                job_id, self.name, owner, self.input_of(args, kwargs), due_ms=due_ms, deadline_ms=deadline_ms
+            )
             if not self.record_with_message:
                 self.records.create(record)
                 record = None  # written: the transport schedules the message alone, if due later
@@ -179,6 +199,8 @@ class RecordedTask(Task):
             job_input=self.input_of(request.args, request.kwargs),
         )
         deliveries = wait_while_full(start, f"the start of job {request.id}")
+        if deliveries == NOT_STARTED_BY_DEADLINE:
+            self.end_revoked(DeadlineExceeded("not started by its deadline; it never ran"))
         if not deliveries:
             self.end_revoked("cancelled before it started")
         if deliveries > self.max_deliveries:
@@ -213,10 +235,15 @@ class RecordedTask(Task):
         if self.runs_in_worker() and self.records.is_cancel_requested(self.request.id):
             self.end_revoked("cancelled by request")
 
-    def end_revoked(self, reason: str) -> None:
-        self.backend.mark_as_revoked(self.request.id, reason, request=self.request)
+    def end_revoked(self, reason: str | Exception) -> None:
+        """End the job REVOKED: with Celery's TaskRevokedError(reason), or with `reason`
+        itself when it is an exception (its class names the outcome in the status's error)."""
+        if isinstance(reason, Exception):
+            self.backend.store_result(self.request.id, reason, states.REVOKED, request=self.request)
+        else:
+            self.backend.mark_as_revoked(self.request.id, reason, request=self.request)
         # Ignore: the REVOKED state just stored is final; Celery must not overwrite it.
-        raise Ignore(reason)
+        raise Ignore(str(reason))
 
     def runs_in_worker(self) -> bool:
         request = self.request

@@ -43,9 +43,12 @@ from schemathesis.checks import not_a_server_error, positive_data_acceptance
 from schemathesis.core.failures import CustomFailure, ServerError
 from schemathesis.errors import FailureGroup
 
+from backend.jobs.errors import ServiceError
 from backend.jobs.timestamps import now_iso
+from backend.jobs.timing import TIMING_PARAMETERS, when
 from backend.ops.clients import token_digest
 from backend.tasks import LONG_TASK_MAX_SECONDS
+from config import SCHEDULE_MAX_SECONDS
 from tests.helpers import PROJECT_ROOT, make_app
 from tests.reliability import figures
 
@@ -212,11 +215,24 @@ def excluded_checks(case) -> list:
     if case.operation.path == "/jobs" and (case.query or {}).get("cursor"):
         # A cursor is opaque: only one the service returned is valid, which no schema can say.
         excluded.append(positive_data_acceptance)
-    if exceeds_time_limit(case):
-        # steps × step_seconds over the time limit is refused with a 422 that says so: a rule
-        # between two fields, which JSON Schema cannot express. The other checks still run.
+    if exceeds_time_limit(case) or breaks_a_timing_rule(case):
+        # steps × step_seconds over the time limit, delay_seconds with run_at, a deadline
+        # before the job is due, a time beyond SCHEDULE_MAX_SECONDS: each is refused with a 422
+        # that says so, a rule between fields or of the configuration, which JSON Schema
+        # cannot express. The other checks still run.
         excluded.append(positive_data_acceptance)
     return excluded
+
+
+def breaks_a_timing_rule(case) -> bool:
+    """Whether the service's own timing rules (backend/jobs/timing.py) refuse the query: both
+    forms of a time, a deadline before the job is due, a time too far ahead."""
+    query = {name: value for name, value in (case.query or {}).items() if name in TIMING_PARAMETERS}
+    try:
+        when(query, SCHEDULE_MAX_SECONDS)
+    except ServiceError:
+        return True
+    return False
 
 
 def exceeds_time_limit(case) -> bool:
