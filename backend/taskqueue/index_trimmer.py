@@ -14,31 +14,18 @@ import logging
 from typing import Any
 
 import redis
-from celery import bootsteps
 
 from backend.jobs.index import JobIndex
+from backend.taskqueue.timer_step import TimerStep
 
 logger = logging.getLogger(__name__)
 
 
-class TrimJobIndex(bootsteps.StartStopStep):
-    requires = ("celery.worker.consumer.tasks:Tasks",)
-
-    def __init__(self, c: Any, **kwargs: Any) -> None:
-        self.timer_entry = None
-        super().__init__(c, **kwargs)
-
+class TrimJobIndex(TimerStep):
     def start(self, c: Any) -> None:
         task_class = c.app.Task
         index = JobIndex(task_class.records.client, task_class.records.ttl)
-        self.timer_entry = c.timer.call_repeatedly(task_class.index_trim_seconds, trim_index, (index,))
-
-    def stop(self, c: Any) -> None:
-        if self.timer_entry is not None:
-            self.timer_entry.cancel()
-            self.timer_entry = None
-
-    shutdown = stop
+        self.repeat(c, task_class.index_trim_seconds, trim_index, (index,))
 
 
 def trim_index(index: JobIndex) -> int:

@@ -21,9 +21,9 @@ import logging
 import time
 from typing import Any
 
-from celery import bootsteps
 from celery.concurrency.solo import TaskPool as SoloPool
 
+from backend.taskqueue.timer_step import TimerStep
 from backend.taskqueue.transport import ADDS_NOTHING_FIRST
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ return renewed
 """
 
 
-class RenewLeases(bootsteps.StartStopStep):
+class RenewLeases(TimerStep):
     """Rescores this worker's unacknowledged messages on a timer of the worker's event loop.
 
     It runs in the main process, not in the task (with the prefork or threads pool):
@@ -62,12 +62,6 @@ class RenewLeases(bootsteps.StartStopStep):
     process stops, which is the point. While Celery waits out the soft-shutdown grace
     period it renews nothing, hence config's limit on WORKER_SOFT_SHUTDOWN_TIMEOUT.
     """
-
-    requires = ("celery.worker.consumer.tasks:Tasks",)
-
-    def __init__(self, c: Any, **kwargs: Any) -> None:
-        self.timer_entry = None
-        super().__init__(c, **kwargs)
 
     def start(self, c: Any) -> None:
         channel = c.task_consumer.channel
@@ -82,14 +76,7 @@ class RenewLeases(bootsteps.StartStopStep):
                 channel.visibility_timeout,
             )
         interval = max(channel.visibility_timeout / RENEWALS_PER_TIMEOUT, 0.5)
-        self.timer_entry = c.timer.call_repeatedly(interval, renew_leases, (channel,))
-
-    def stop(self, c: Any) -> None:
-        if self.timer_entry is not None:
-            self.timer_entry.cancel()
-            self.timer_entry = None
-
-    shutdown = stop
+        self.repeat(c, interval, renew_leases, (channel,))
 
 
 def held_delivery_tags(channel: Any) -> list[str]:

@@ -39,11 +39,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from celery import bootsteps
 from celery.worker.state import task_ready
 from kombu.utils.json import dumps
 
 from backend.taskqueue.task import CLIENT_LIMIT_HEADER, OWNER_HEADER
+from backend.taskqueue.timer_step import TimerStep
 from backend.taskqueue.transport import ADDS_NOTHING_FIRST
 
 logger = logging.getLogger(__name__)
@@ -287,15 +287,9 @@ def start_within_limits(consumer: Any, handle: Callable[[Any], Any]) -> Callable
     return on_task_request
 
 
-class LimitRunningJobs(bootsteps.StartStopStep):
+class LimitRunningJobs(TimerStep):
     """Applies the limits on the consumer's channel, frees slots as its messages settle,
     and moves parked jobs on a timer of the worker's event loop."""
-
-    requires = ("celery.worker.consumer.tasks:Tasks",)
-
-    def __init__(self, c: Any, **kwargs: Any) -> None:
-        self.timer_entry = None
-        super().__init__(c, **kwargs)
 
     def start(self, c: Any) -> None:
         channel = c.task_consumer.channel
@@ -304,12 +298,10 @@ class LimitRunningJobs(bootsteps.StartStopStep):
         limits = RunningLimits(channel)
         c.running_limits = limits
         channel.qos.on_settled = limits.release
-        self.timer_entry = c.timer.call_repeatedly(PROMOTE_SECONDS, limits.promote_waiting)
+        self.repeat(c, PROMOTE_SECONDS, limits.promote_waiting)
 
     def stop(self, c: Any) -> None:
         c.running_limits = None
-        if self.timer_entry is not None:
-            self.timer_entry.cancel()
-            self.timer_entry = None
+        super().stop(c)
 
     shutdown = stop

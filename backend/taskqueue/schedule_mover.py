@@ -16,9 +16,9 @@ import time
 from typing import Any
 
 import redis
-from celery import bootsteps
 
 from backend.jobs.schedule import MOVE_BATCH, Schedule
+from backend.taskqueue.timer_step import TimerStep
 
 logger = logging.getLogger(__name__)
 
@@ -30,27 +30,14 @@ MOVE_SECONDS = 0.2
 MOVE_BUDGET_SECONDS = 0.15
 
 
-class MoveDueJobs(bootsteps.StartStopStep):
-    requires = ("celery.worker.consumer.tasks:Tasks",)
-
-    def __init__(self, c: Any, **kwargs: Any) -> None:
-        self.timer_entry = None
-        super().__init__(c, **kwargs)
-
+class MoveDueJobs(TimerStep):
     def start(self, c: Any) -> None:
         channel = c.task_consumer.channel
         if not hasattr(channel, "_shared_client"):
             return  # not the Redis transport
         schedule = Schedule(channel._shared_client)
         move_records = bool(c.app.Task.record_with_message)
-        self.timer_entry = c.timer.call_repeatedly(MOVE_SECONDS, move_due_jobs, (schedule, move_records))
-
-    def stop(self, c: Any) -> None:
-        if self.timer_entry is not None:
-            self.timer_entry.cancel()
-            self.timer_entry = None
-
-    shutdown = stop
+        self.repeat(c, MOVE_SECONDS, move_due_jobs, (schedule, move_records))
 
 
 def move_due_jobs(schedule: Schedule, move_records: bool) -> int:
