@@ -20,15 +20,20 @@ JOBS = 10_000
 LATENESS_P99_TARGET_S = 1.0
 
 
-def _schedule_adds(jobs, count: int, first_due: float, spread_s: float) -> dict[str, float]:
-    """`count` add jobs sent from code with an eta, due from `first_due` over `spread_s`: id -> due time."""
-    due = {}
+def _schedule_adds(jobs, count: int, first_due: float, spread_s: float) -> tuple[dict[str, float], int]:
+    """`count` add jobs sent from code with an eta, due from `first_due` over `spread_s`, in order.
+
+    Returns id -> due time, and how many were sent only after they were due (their lateness
+    would measure the sending, not the schedule).
+    """
+    due, sent_late = {}, 0
     with jobs.app.app_context():
         add = jobs.celery.tasks["add"]
         for n in range(count):
             when = first_due + spread_s * n / count
             due[add.apply_async((n, 0), eta=datetime.fromtimestamp(when, UTC)).id] = when
-    return due
+            sent_late += time.time() >= when
+    return due, sent_late
 
 
 def _succeeded(jobs) -> int:
@@ -38,11 +43,13 @@ def _succeeded(jobs) -> int:
 def test_10000_jobs_due_over_20_s_run_once_each_and_reach_their_queue_on_time(jobs, start_workers):
     for name in ("scheduled-1", "scheduled-2"):
         start_workers(name, concurrency=2, CELERY_PREFETCH_MULTIPLIER="4")
-    first_due = time.time() + 8  # sending 10,000 jobs takes a few seconds
-    due = _schedule_adds(jobs, JOBS, first_due, SPREAD_S)
-    assert time.time() < first_due, "sending took longer than the margin before the first job was due"
+    # Jobs are sent in the order they fall due, one every 2 ms of due time: sending need only
+    # keep ahead of that, which a margin of a few seconds allows even on a slow, shared machine.
+    first_due = time.time() + 5
+    due, sent_late = _schedule_adds(jobs, JOBS, first_due, SPREAD_S)
+    assert sent_late == 0, f"{sent_late} jobs were sent only after they were due"
 
-    wait_until(lambda: _succeeded(jobs) == JOBS, 8 + SPREAD_S + 60, interval=0.5, what="every scheduled job to run")
+    wait_until(lambda: _succeeded(jobs) == JOBS, 5 + SPREAD_S + 60, interval=0.5, what="every scheduled job to run")
     pipe = jobs.redis.pipeline(transaction=False)
     for job_id in due:
         pipe.hget(f"job:{job_id}", "queued_ms")
@@ -64,7 +71,7 @@ def test_10000_jobs_due_over_20_s_run_once_each_and_reach_their_queue_on_time(jo
 
 def test_scheduled_jobs_live_through_a_restart_of_redis_and_of_every_worker(private_redis, jobs, start_workers):
     first = start_workers("before-restart", concurrency=2)
-    due = _schedule_adds(jobs, 1000, time.time() + 4, 1)
+    due, _ = _schedule_adds(jobs, 1000, time.time() + 4, 1)
     first.stop()
     private_redis.restart()
     start_workers("after-restart", concurrency=2, CELERY_PREFETCH_MULTIPLIER="4")
