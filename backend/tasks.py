@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 # A long task must finish well inside its hard time limit (config.LONG_TASK_TIME_LIMIT).
 LONG_TASK_MAX_SECONDS = 3000
+# flaky's retry policy: 4 attempts, after waits of up to 1, 2 and 4 s (full jitter).
+FLAKY_MAX_ATTEMPTS = 4
+FLAKY_BACKOFF_SECONDS = 1
 
 
 class LongTaskInput(BaseModel):
@@ -46,6 +49,22 @@ class StepFailed(Exception):
     """The failure long_task was asked for (`fail_at_step`)."""
 
 
+class FlakyInput(BaseModel):
+    """A call to a service that fails now and then: its first `failures` attempts fail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    failures: int = Field(
+        1, ge=0, le=10,
+        description=f"Attempts that fail with TransientError before one succeeds; from {FLAKY_MAX_ATTEMPTS} on, "
+        f"every attempt the policy allows fails and the job ends FAILURE.",
+    )
+
+
+class TransientError(Exception):
+    """A failure worth trying again (flaky's retry policy retries it)."""
+
+
 class AddInput(BaseModel):
     """Two numbers to add."""
 
@@ -67,6 +86,29 @@ def long_task(
             raise StepFailed(f"failed at step {step} of {steps}, as asked (fail_at_step={fail_at_step})")
         self.report_progress(step, steps, f"step {step} of {steps}")
     return {"steps": steps, "message": f"completed {steps} steps"}
+
+
+@public_task(
+    FlakyInput,
+    bind=True,
+    # The retry policy, declared with the task in Celery's own options: the next attempt
+    # waits in the server-side schedule, and /status shows RETRY with attempt,
+    # max_attempts and next_attempt_at meanwhile.
+    autoretry_for=(TransientError,),
+    max_retries=FLAKY_MAX_ATTEMPTS - 1,
+    retry_backoff=FLAKY_BACKOFF_SECONDS,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    # Its own time limits: TimeLimitExceeded (FAILURE) past 30 s, a chance to clean up at 20 s.
+    soft_time_limit=20,
+    time_limit=30,
+)
+def flaky(self: RecordedTask, failures: int = 1) -> dict[str, Any]:
+    """Fail the first `failures` attempts with TransientError, then succeed: a retry policy at work."""
+    attempt = self.request.retries + 1
+    if attempt <= failures:
+        raise TransientError(f"attempt {attempt} failed, as asked (failures={failures})")
+    return {"attempts": attempt, "message": f"succeeded at attempt {attempt}"}
 
 
 @public_task(AddInput)

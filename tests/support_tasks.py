@@ -12,6 +12,7 @@ import signal
 import time
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import task_prerun
 
 from backend.jobs import extensions
@@ -69,3 +70,31 @@ def kill_own_process(self) -> None:
 def one_at_a_time(seconds: float) -> None:
     """Sleep; declared to run at most once at a time across the cluster."""
     time.sleep(seconds)
+
+
+class Flaky(Exception):
+    """The failure backs_off's retry policy retries."""
+
+
+@shared_task(name="tests.backs_off", bind=True, autoretry_for=(Flaky,), max_retries=2,
+             retry_backoff=1, retry_jitter=False)
+def backs_off(self, failures: int) -> int:
+    """Fail the first `failures` attempts; a policy of 3 attempts, after 1 s then 2 s (no jitter)."""
+    attempt = self.request.retries + 1
+    if attempt <= failures:
+        raise Flaky(f"attempt {attempt} failed")
+    return attempt
+
+
+@shared_task(name="tests.overruns", bind=True, soft_time_limit=1, time_limit=2)
+def overruns(self, seconds: float, clean_up: bool) -> str:
+    """Sleep past the soft limit (1 s): clean up and return when `clean_up`, else sleep on
+    into the hard limit (2 s), where the pool process is killed."""
+    started = time.monotonic()
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        if clean_up:
+            return "cleaned up after the soft time limit"
+        time.sleep(seconds - (time.monotonic() - started))
+    return "finished"

@@ -17,7 +17,8 @@ from tests.helpers import wait_for_state, wait_until
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 STATUS_KEYS = [
     "task_id", "name", "state", "progress", "result", "error", "submitted_at", "run_at", "deadline_at",
-    "started_at", "finished_at", "owner", "input", "input_note", "retry_of", "retried_by",
+    "started_at", "finished_at", "attempt", "max_attempts", "next_attempt_at", "owner", "input", "input_note",
+    "retry_of", "retried_by",
 ]
 
 

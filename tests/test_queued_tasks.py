@@ -13,7 +13,8 @@ from tests.helpers import IDLE_DB, OBSERVER_DB, QUEUE, SPLIT_BROKER_DB, db_url, 
 
 STATUS_FIELDS = {
     "task_id", "name", "state", "progress", "result", "error", "submitted_at", "run_at", "deadline_at",
-    "started_at", "finished_at", "owner", "input", "input_note", "retry_of", "retried_by",
+    "started_at", "finished_at", "attempt", "max_attempts", "next_attempt_at", "owner", "input", "input_note",
+    "retry_of", "retried_by",
 }
 
 

@@ -8,7 +8,7 @@ from backend.api.openapi import component_name
 
 def test_tasks_lists_each_public_task_with_its_input_schema(idle_client):
     tasks = {task["name"]: task for task in idle_client.get("/tasks").get_json()["tasks"]}
-    assert set(tasks) == {"long_task", "add"}
+    assert set(tasks) == {"long_task", "flaky", "add"}
     assert tasks["add"]["submit_url"] == "/tasks/add"
     assert tasks["add"]["input_schema"]["required"] == ["x", "y"]
     assert tasks["long_task"]["input_schema"]["properties"]["steps"]["maximum"] == 10_000

@@ -38,7 +38,7 @@ from backend.jobs.errors import ServiceError
 from backend.jobs.history import BulkOutcome, CancelFilters, JobCounts, JobFilters, JobList, JobListQuery, RetryFilters
 from backend.jobs.idempotency import HEADER as IDEMPOTENCY_HEADER
 from backend.jobs.inputs import validate_input
-from backend.jobs.registry import PublicTask, public_tasks
+from backend.jobs.registry import PublicTask, policy_of, public_tasks
 from backend.jobs.status import JobStatus
 from backend.jobs.timestamps import epoch_iso
 from backend.jobs.timing import Timing
@@ -114,18 +114,21 @@ def submit_by_name(name: str) -> Response:
 
 
 def list_tasks() -> Response:
-    """List the public tasks with the JSON Schema of their input."""
-    return jsonify(
-        tasks=[
-            {
-                "name": task.name,
-                "summary": task.summary,
-                "submit_url": url_for(f"api.submit_{task.name}"),
-                "input_schema": task.input_model.model_json_schema(),
-            }
-            for task in public_tasks().values()
-        ]
-    )
+    """List the public tasks: the JSON Schema of their input, their time limits and retry policy."""
+    return jsonify(tasks=[_description(task) for task in public_tasks().values()])
+
+
+def _description(task: PublicTask) -> dict[str, Any]:
+    policy = policy_of(task.task)
+    return {
+        "name": task.name,
+        "summary": task.summary,
+        "submit_url": url_for(f"api.submit_{task.name}"),
+        "input_schema": task.input_model.model_json_schema(),
+        "soft_time_limit_seconds": policy.soft_time_limit_seconds,
+        "time_limit_seconds": policy.time_limit_seconds,
+        "retry_policy": dataclasses.asdict(policy.retry) if policy.retry else None,
+    }
 
 
 def me() -> Response:

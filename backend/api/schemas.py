@@ -76,11 +76,35 @@ class Me(BaseModel):
     )
 
 
+class RetryPolicyDescription(BaseModel):
+    """A task's own retry policy: its jobs try again by themselves, waiting in the schedule."""
+
+    on: list[str] = Field(description="The exceptions that make a job try again, by class name.")
+    max_attempts: int | None = Field(description="Attempts at most, the first included; null: no limit. "
+                                     "After the last, the job is FAILURE (and can be retried by hand).")
+    backoff_seconds: int | None = Field(description="The delay before the second attempt, doubled before each "
+                                        "next one; null: a fixed `delay_seconds`.")
+    backoff_max_seconds: int = Field(description="The longest the backoff grows to.")
+    jitter: bool = Field(description="Each delay is drawn at random between 0 and the backoff (full jitter), so "
+                         "jobs that failed together do not all try again together.")
+    delay_seconds: float = Field(description="The delay between attempts when there is no backoff.")
+
+
 class TaskDescription(BaseModel):
     name: str
     summary: str
     submit_url: str
     input_schema: dict[str, Any]
+    soft_time_limit_seconds: float | None = Field(
+        description="A job running longer gets SoftTimeLimitExceeded raised in it, to clean up; null: none."
+    )
+    time_limit_seconds: float | None = Field(
+        description="A job running longer is stopped (its process is killed) and ends FAILURE, "
+        "TimeLimitExceeded; null: none."
+    )
+    retry_policy: RetryPolicyDescription | None = Field(
+        description="How its jobs try again by themselves; null: they do not (a failure is final, retryable by hand)."
+    )
 
 
 class TaskList(BaseModel):

@@ -143,6 +143,26 @@ end
 return deliveries
 """
 
+# A job that will try again (its task's retry policy, or self.retry()): when its next attempt
+# is due (ARGV[1], ms) and how many attempts it may make (ARGV[2], '' for no limit). The
+# record lives at least until that attempt has had RESULT_EXPIRES (ARGV[3] seconds) to run.
+# Nothing for a record that is gone (expired): no stub without an expiry.
+_NOTE_RETRY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'next_attempt_ms', ARGV[1])
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'max_attempts', ARGV[2])
+else
+  redis.call('HDEL', KEYS[1], 'max_attempts')
+end
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+"""
+
 # A delivery that a stopping worker hands back (SIGTERM, soft shutdown) did not
 # die: take it off the count, for this attempt only and never below zero.
 _UNCOUNT_DELIVERY = """
@@ -234,6 +254,7 @@ class JobRecords:
         self._start = client.register_script(_START_UNLESS_CANCELLED)
         self._cancel = client.register_script(_REQUEST_CANCEL)
         self._uncount = client.register_script(_UNCOUNT_DELIVERY)
+        self._note_retry = client.register_script(_NOTE_RETRY)
         self._store_state = client.register_script(_STORE_STATE)
 
     @staticmethod
@@ -359,6 +380,14 @@ class JobRecords:
         record = self.new_record(job_id, task_name, CODE_OWNER, job_input)
         args: list[str | int] = [now_iso(), self.ttl, task_name, attempt, meta, job_id, record.score, *record.fields]
         return int(self._start(keys=keys, args=args))
+
+    def note_retry(self, job_id: str, next_attempt_ms: int, max_attempts: int | None) -> None:
+        """The job tries again at `next_attempt_ms`, of `max_attempts` at most (None: no limit)."""
+        wait_seconds = max(0, math.ceil(next_attempt_ms / 1000 - time.time()))
+        self._note_retry(
+            keys=[self.key(job_id)],
+            args=[next_attempt_ms, "" if max_attempts is None else max_attempts, self.ttl + wait_seconds],
+        )
 
     def uncount_delivery(self, job_id: str, attempt: int = 0) -> None:
         """The worker handed this delivery back on purpose: do not count it as a death."""

@@ -210,14 +210,18 @@ def cancel(job_id: str, *, caller: Caller) -> JobStatus:
     if status.state in states.FINAL_STATES:
         # "task" in the code and message: the HTTP API's wording, kept for its clients.
         raise ServiceError(409, "task_finished", f"task {job_id} already ended in state {status.state}")
+    celery = extensions.celery_app()
     if extensions.job_records().request_cancel(job_id):
         # The record's flag is what stops the job: the worker that takes the message
         # checks it atomically before running anything. No control.revoke broadcast:
         # kombu retries broadcasts without limit, so a cancel would hang while the
         # broker is down, and workers would keep every revoked id in memory.
-        celery = extensions.celery_app()
         celery.backend.mark_as_revoked(job_id, "cancelled before it started")
         # A scheduled job leaves the schedule (where it shares the records' database; else
         # the worker that takes it when due refuses it, as any cancelled job).
         celery.Task.schedule.remove(job_id)
+    elif status.state == states.RETRY and celery.Task.schedule.remove(job_id):
+        # Its next attempt waited in the schedule and is gone from it: nothing of it can run
+        # again, so it ends now rather than when that attempt would have been refused.
+        celery.backend.mark_as_revoked(job_id, "cancelled while it waited to try again")
     return job_status(job_id, caller=caller)

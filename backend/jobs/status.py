@@ -44,6 +44,12 @@ class JobStatus(BaseModel):
                                     "Celery's expires); past it, it never runs and ends REVOKED, DeadlineExceeded.")
     started_at: str | None
     finished_at: str | None
+    attempt: int | None = Field(description="The attempt that runs or ran last, 1 for the first; null before it "
+                                "starts. While RETRY, the attempt that failed.")
+    max_attempts: int | None = Field(description="How many attempts its retry policy allows, the first included; "
+                                     "null until it first retries, and for a policy without a limit.")
+    next_attempt_at: str | None = Field(description="While RETRY: when the next attempt is due (it waits in the "
+                                        "schedule, not in a worker); else null.")
     owner: str | None = Field(
         description="Who submitted it: the client's name, a `token-…` id (API_TOKENS), `anonymous` "
         "(authentication off), `cli`, or `code` for jobs sent outside the API (.delay(), celery call, beat)."
@@ -84,12 +90,19 @@ def build_status(job_id: str, record: Mapping[str, str], meta: Mapping[str, Any]
         deadline_at=epoch_iso(int(record["deadline_ms"]) / 1000) if "deadline_ms" in record else None,
         started_at=record.get("started_at"),
         finished_at=finished_at,
+        attempt=int(record["attempt"]) + 1 if "attempt" in record else None,
+        max_attempts=int(record["max_attempts"]) if "max_attempts" in record else None,
+        next_attempt_at=_next_attempt_at(record) if state == states.RETRY else None,
         owner=record.get("owner"),
         input=json.loads(record["input"]) if "input" in record else None,
         input_note=_input_note(record),
         retry_of=record.get("retry_of"),
         retried_by=record.get("retried_by"),
     )
+
+
+def _next_attempt_at(record: Mapping[str, str]) -> str | None:
+    return epoch_iso(int(record["next_attempt_ms"]) / 1000) if "next_attempt_ms" in record else None
 
 
 def _input_note(record: Mapping[str, str]) -> str | None:

@@ -53,6 +53,12 @@ function setTimeField(name, iso) {
   field(name).title = iso || "";
 }
 
+// "2 of 4" once a retry policy has a limit, else the attempt alone; empty before the first.
+function attemptText(status) {
+  if (status.attempt == null) return "";
+  return status.max_attempts == null ? String(status.attempt) : `${status.attempt} of ${status.max_attempts}`;
+}
+
 function renderDetail(status) {
   detailStatus = status;
   const view = dialog();
@@ -71,6 +77,8 @@ function renderDetail(status) {
   setTimeField("deadline_at", status.deadline_at);
   setTimeField("started_at", status.started_at);
   setTimeField("finished_at", status.finished_at);
+  setField("attempt", attemptText(status));
+  setTimeField("next_attempt_at", status.next_attempt_at);
   setField("input", status.input != null ? JSON.stringify(status.input, null, 2) : status.input_note || "");
   setField("result", status.state === "SUCCESS" ? JSON.stringify(status.result, null, 2) : "");
   setField("error", errorText(status));

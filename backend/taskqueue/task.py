@@ -117,12 +117,14 @@ class RecordedTask(Task):
         record_written: bool = False,
         owner: str = CODE_OWNER,
         client_max_running: int = 0,
+        max_attempts: int | None = None,
         **options: Any,
     ) -> AsyncResult:
         """Publish, with the job's record and index entry written first (unless the
         caller did: `record_written`, as the service does for an idempotency key or
         a retry). `owner` is the client that submits; `code` outside the API.
         `client_max_running` limits how many of the owner's jobs run at once (0: no limit).
+        `max_attempts` is for a retry's next attempt (retry() passes it; 0: no limit).
 
         The record makes the id known (QUEUED) and listed before any worker can see
         the message; if publishing fails it is removed again, so a failed submit
@@ -155,6 +157,8 @@ class RecordedTask(Task):
                 headers[CLIENT_LIMIT_HEADER] = client_max_running
         options["headers"] = headers
         publish = partial(super().apply_async, args, kwargs, task_id=job_id, **options)
+        if resent:
+            self._note_next_attempt(job_id, due_ms, max_attempts)
         try:
             with publishing(pending):
                 if resent:
@@ -173,6 +177,34 @@ class RecordedTask(Task):
             if pending.record is not None:
                 self.records.create_if_missing(pending.record)
         return result
+
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Celery's retry (a policy's autoretry calls it too), telling the next attempt's
+        publish how many attempts this job may make: `max_retries` can differ per call."""
+        limit = self.max_retries if max_retries is None else max_retries
+        return super().retry(
+            args=args, kwargs=kwargs, exc=exc, throw=throw, eta=eta, countdown=countdown,
+            max_retries=max_retries, max_attempts=0 if limit is None else limit + 1, **options,
+        )
+
+    def _note_next_attempt(self, job_id: str, due_ms: int | None, max_attempts: int | None) -> None:
+        """Before a retry's next attempt is published: its record says when it is due and
+        how many attempts the job may make, for its RETRY status."""
+        if max_attempts is None:  # a resend not made by retry(): the task's own limit
+            max_attempts = 0 if self.max_retries is None else self.max_retries + 1
+        next_ms = due_ms if due_ms is not None else int(time.time() * 1000)
+        note = partial(self.records.note_retry, job_id, next_ms, max_attempts or None)
+        wait_while_full(note, f"the next attempt of job {job_id}")
 
     def input_of(self, args: Any, kwargs: Any) -> dict[str, Any]:
         """The job's input as keyword arguments (what a retry validates and submits):
