@@ -51,6 +51,15 @@ redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
 """
 
 
+# Messages a channel still held when its connection died (a Redis restart, a failover):
+# delivery tag -> when. kombu hands a closing channel's messages back to their queues, but
+# not through a dead connection; they wait in Redis' unacked hash, and would come back only
+# when their lease lapses, one visibility timeout later. Instead, the next sweep of this
+# process hands them back as soon as Redis answers (QoS.hand_back_held). Process-wide: a
+# reconnect makes a new connection, transport and channel.
+_HELD_AT_LOSS: dict[str, float] = {}
+
+
 class QoS(kombu_redis.QoS):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # kombu is untyped
@@ -77,11 +86,53 @@ class QoS(kombu_redis.QoS):
         self._settled(delivery_tag)
 
     def restore_unacked(self, client: Any = None) -> None:
-        """kombu's: every message this channel holds back on its queue (the channel closes)."""
+        """kombu's: every message this channel holds back on its queue (the channel closes).
+        Through a dead connection, those not handed back are left to the next sweep."""
         tags = list(self._delivered)
-        super().restore_unacked(client)  # type: ignore[no-untyped-call]  # kombu is untyped
-        for tag in tags:
-            self._settled(tag)
+        try:
+            super().restore_unacked(client)  # type: ignore[no-untyped-call]  # kombu is untyped
+        except self.channel.connection_errors:
+            lost_at = time()
+            for tag in self._delivered:
+                _HELD_AT_LOSS[tag] = lost_at
+            raise
+        finally:
+            for tag in tags:
+                self._settled(tag)
+
+    def hand_back_held(self) -> int:
+        """Put the messages this process held when a connection died back on their queues
+        (at the front: they were running or next); how many went back. A message is left
+        where it is if another worker has taken it since: its lease renewed after the loss
+        (the visibility sweep gave it out, Redis having been away longer than the timeout)."""
+        handed_back = 0
+        with self.channel.conn_or_acquire() as client:
+            for tag, lost_at in list(_HELD_AT_LOSS.items()):
+                handed_back += self._hand_back(tag, lost_at, client)
+                del _HELD_AT_LOSS[tag]
+        if handed_back:
+            logger.info("handed back %d messages held when the connection to Redis was lost", handed_back)
+        return handed_back
+
+    def _hand_back(self, tag: str, lost_at: float, client: redis.Redis) -> int:
+        """kombu's restore_by_tag (a WATCH transaction), unless the lease was renewed after `lost_at`."""
+        restored = False
+
+        def transaction(pipe: Any) -> None:
+            nonlocal restored
+            score, payload = pipe.zscore(self.unacked_index_key, tag), pipe.hget(self.unacked_key, tag)
+            pipe.multi()
+            restored = score is not None and payload is not None and score <= lost_at
+            if restored:
+                message, exchange, routing_key = json.loads(payload)
+                pipe.zrem(self.unacked_index_key, tag)
+                pipe.hdel(self.unacked_key, tag)
+                for queue in self.channel._lookup(exchange, routing_key):
+                    pipe.zrem(UNACKED_PREFIX + queue, tag)
+                self.channel._do_restore_message(message, exchange, routing_key, pipe, leftmost=False)
+
+        client.transaction(transaction, self.unacked_key, self.unacked_index_key)
+        return int(restored)
 
     def append(self, message: Any, delivery_tag: str) -> None:
         """kombu's append, as one script a full Redis runs. kombu's own MULTI is refused
@@ -112,10 +163,12 @@ class QoS(kombu_redis.QoS):
         self._settled(delivery_tag)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
-        """kombu's sweep of lapsed leases, after the requeues a full Redis refused; skipped
+        """kombu's sweep of lapsed leases, after the messages held when a connection died
+        and the requeues a full Redis refused; skipped
         while Redis is full: its lock is a write a full Redis refuses (else an error with a
         traceback every sweep, in the log), and so is a requeue. The next sweep runs."""
         try:
+            self.hand_back_held()
             for tag in tuple(self.requeue_refused):
                 super().reject(tag, requeue=True)  # type: ignore[no-untyped-call]  # kombu is untyped
                 self.requeue_refused.discard(tag)

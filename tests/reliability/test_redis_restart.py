@@ -49,3 +49,25 @@ def test_queued_tasks_records_and_results_survive_a_redis_restart(jobs, start_wo
     )
     assert tasks_lost == results_lost == 0
     assert all(jobs.executions(task_id) == 1 for task_id in queued)
+
+
+def test_a_job_running_when_redis_restarts_runs_again_once_redis_is_back_not_a_visibility_timeout_later(
+    jobs, start_workers, private_redis
+):
+    # Celery cancels what a worker runs when its broker connection drops
+    # (worker_cancel_long_running_tasks_on_connection_loss); the message waits in Redis'
+    # unacked hash, and the worker hands it back as soon as Redis answers again.
+    visibility_s = 60
+    start_workers("through-restart", BROKER_VISIBILITY_TIMEOUT=str(visibility_s))
+    task_id = jobs.submit("tests.sleep", seconds=3)
+    jobs.running_pid(task_id)
+
+    private_redis.restart()
+    back_at = time.monotonic()
+    final = jobs.wait_for(task_id, FINAL_STATES, timeout=visibility_s)
+    rerun_s = time.monotonic() - back_at
+    figures.record("redis restart", f"job running at a Redis restart: done after it (visibility {visibility_s} s)",
+                   rerun_s, "s", "≤ 15 s", rerun_s <= 15)
+    assert final["state"] == "SUCCESS"
+    assert rerun_s <= 15
+    assert jobs.executions(task_id) == 2
