@@ -90,7 +90,10 @@ def test_after_its_last_attempt_a_job_is_failure_and_can_be_retried_by_hand(app,
     longest = sum(FLAKY_BACKOFF_SECONDS * 2**n + SLACK_S for n in range(FLAKY_MAX_ATTEMPTS - 1))
     retries, final = _retries_seen(client, store, job_id, timeout=longest + 10)
 
-    assert [s["attempt"] for s in retries] == list(range(1, FLAKY_MAX_ATTEMPTS))
+    # With full jitter a wait may be 0 s: a RETRY that short may pass between two polls.
+    seen = [s["attempt"] for s in retries]
+    assert seen == sorted(set(seen)) and set(seen) <= set(range(1, FLAKY_MAX_ATTEMPTS))
+    assert all(s["max_attempts"] == FLAKY_MAX_ATTEMPTS and s["next_attempt_at"] for s in retries)
     assert (final["state"], final["error"]["type"]) == (states.FAILURE, "TransientError")
     assert (final["attempt"], final["max_attempts"]) == (FLAKY_MAX_ATTEMPTS, FLAKY_MAX_ATTEMPTS)
     assert _executions(store, job_id) == FLAKY_MAX_ATTEMPTS
