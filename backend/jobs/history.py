@@ -151,8 +151,9 @@ def list_jobs(query: JobListQuery, *, caller: Caller) -> JobList:
         return JobList(jobs=[], next_cursor=None, counts=dict.fromkeys(states.ALL_STATES, 0))
     cursor = Cursor.decode(query.cursor, job_filter) if query.cursor else None
     page = extensions.job_index().page(job_filter, query.limit, cursor, result_prefix=_result_prefix())
+    backend = extensions.celery_app().backend
     return JobList(
-        jobs=[service.status_from(job.job_id, job.record, job.raw_result) for job in page.jobs],
+        jobs=[service.status_from(job.job_id, job.record, job.raw_result, backend) for job in page.jobs],
         next_cursor=page.next_cursor.encode(job_filter) if page.next_cursor else None,
         counts=page.counts,
     )

@@ -162,9 +162,10 @@ def job_status(job_id: str, *, caller: Caller) -> JobStatus:
     return status_from(job_id, record, raw_meta)
 
 
-def status_from(job_id: str, record: dict[str, str], raw_meta: bytes | None) -> JobStatus:
-    """The status from a record and the raw result Celery stored (None: no worker has written one)."""
-    backend = extensions.celery_app().backend
+def status_from(job_id: str, record: dict[str, str], raw_meta: bytes | None, backend: Any = None) -> JobStatus:
+    """The status from a record and the raw result Celery stored (None: no worker has written one),
+    decoded by `backend` (the app's result backend by default)."""
+    backend = backend or extensions.celery_app().backend
     meta = backend.decode_result(raw_meta) if raw_meta else {"status": states.CELERY_PENDING, "result": None}
     return build_status(job_id, record, meta)
 
