@@ -202,7 +202,21 @@ def render_performance(doc: dict[str, Any]) -> list[str]:
         f"{settings['warmup']:g} s of warm-up; latencies are {settings['latency_samples']} samples of each kind. "
         f"Load generator: {setup['load_generator']}. Our worker: {setup['ours_worker']}.",
     ]
-    return lines + _issue_12(doc)
+    return lines + _issue_12(doc) + _schedule(doc)
+
+
+def _schedule(doc: dict[str, Any]) -> list[str]:
+    """The server-side schedule's figures, when the run measured them (bench/schedule.py)."""
+    if "schedule" not in doc:
+        return []
+    run = doc["schedule"]
+    lateness, rss = run["lateness_ms"], run["worker_rss_mb"]
+    return ["", f"Scheduled jobs: {run['jobs']:,} jobs due at one moment, moved to their queue by one worker's "
+                f"mover at **{bench_number(run['moved_per_s'])} jobs/s** ({run['left_in_schedule']:,} left behind); "
+                f"lateness to the queue p50 {bench_number(lateness['p50'] / 1000, 1)} s, p99 "
+                f"{bench_number(lateness['p99'] / 1000, 1)} s (the last of so many at once waits its turn); that "
+                f"worker's RSS {bench_number(rss['idle'], 1)} MiB idle and {bench_number(rss['scheduled'], 1)} MiB "
+                "with them all scheduled: none of them is in it."]
 
 
 def _server(version: str | None) -> str:
