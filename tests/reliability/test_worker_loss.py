@@ -81,7 +81,9 @@ def test_a_running_tasks_lease_is_renewed_while_it_runs(jobs, start_workers):
 
     assert renewed
     jobs.wait_for(task_id, {"SUCCESS"}, timeout=20)
-    assert jobs.redis.zcard("unacked_index") == 0  # acked: the lease is gone, not renewed forever
+    # Acked once the pool's result reaches the worker's main process, just after SUCCESS is
+    # stored: the lease is gone then, not renewed forever.
+    wait_until(lambda: jobs.redis.zcard("unacked_index") == 0, timeout=5, what="the ack to end the lease")
 
 
 def test_a_task_that_kills_its_worker_every_time_ends_failure_after_bounded_tries(jobs, start_workers):
@@ -97,8 +99,10 @@ def test_a_task_that_kills_its_worker_every_time_ends_failure_after_bounded_trie
     max_deliveries = jobs.app.config["TASK_MAX_DELIVERIES"]
     assert runs == max_deliveries
     # Nothing is left to come back: not queued, not held unacknowledged anywhere.
+    # (Acknowledged just after FAILURE is stored, by the worker's main process.)
+    wait_until(lambda: jobs.redis.zcard("unacked_index") == 0 and jobs.redis.hlen("unacked") == 0, timeout=5,
+               what="the last delivery to be acknowledged")
     assert jobs.queue_length() == 0
-    assert jobs.redis.zcard("unacked_index") == 0 and jobs.redis.hlen("unacked") == 0
     figures.record(AREA, "task that kills its worker: runs before FAILURE", runs, "", f"≤ {max_deliveries}", True)
 
 
