@@ -128,7 +128,10 @@ def test_a_master_killed_mid_submits_fails_over_with_no_accepted_job_lost(sentin
     def all_ended() -> bool:
         return all(state(url, job) in FINAL_STATES for job in submissions.accepted)
 
-    wait_until(all_ended, 60, what="every accepted job to end")
+    try:
+        wait_until(all_ended, 60, what="every accepted job to end")
+    except TimeoutError:
+        pytest.fail(f"accepted jobs not ended 60 s on: {unended(url, store, submissions.accepted)}")
     outcomes = Counter(state(url, job) for job in submissions.accepted)
     # The count is the test's own write (tests/support_tasks.py), which does not wait for a
     # Redis that does not answer: a run that began during the failover may go uncounted.
@@ -160,6 +163,16 @@ def test_a_master_killed_mid_submits_fails_over_with_no_accepted_job_lost(sentin
     assert worker_back_s <= RECOVERY_LIMIT_S
     assert lost == 0, outcomes
     assert twice <= CONCURRENCY
+
+
+def unended(url: str, store, accepted: dict[str, float]) -> list[str]:
+    """Where each accepted job that has not ended stands: its state, and where its message is
+    on the promoted master (queued, held unacknowledged, or nowhere)."""
+    queued, held = str(store.lrange(QUEUE, 0, -1)), str(store.hvals("unacked"))
+    return [
+        f"{job} {state(url, job)} queued={job in queued} held={job in held}"
+        for job in accepted if state(url, job) not in FINAL_STATES
+    ][:10]
 
 
 def accepted_since(submissions: Submissions, since: float) -> str | None:
