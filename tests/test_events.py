@@ -11,6 +11,7 @@ import pytest
 import redis
 import requests
 
+from backend.jobs import extensions
 from devtools.redis_server import RedisServer, free_port
 from tests.helpers import wait_for_state, wait_until
 
@@ -269,3 +270,19 @@ def test_a_stream_setting_that_is_not_a_positive_number_is_refused(setting):
 
     with pytest.raises(ConfigError, match=setting):
         TestingConfig({setting: "0"})
+
+
+def test_a_job_sent_by_code_with_text_json_cannot_encode_as_utf8_still_streams_and_lists(idle_app, idle_client):
+    # Code outside the API is not validated: a lone surrogate reaches the record. The status
+    # must still be JSON everywhere (escaped, as json.dumps writes it), never a broken stream.
+    job_id = extensions.celery_app(idle_app).tasks["add"].delay("\udfff", 1).id
+    expected = {"x": "\udfff", "y": 1}
+    assert idle_client.get(f"/status/{job_id}").get_json()["input"] == expected
+    listed = idle_client.get("/jobs").get_json()["jobs"]
+    assert [job["input"] for job in listed if job["task_id"] == job_id] == [expected]
+    response = idle_client.get(f"/status/{job_id}/events", buffered=False)
+    first = next(chunks_of(response))
+    response.close()
+    stream = Stream()
+    stream.feed((first + "\n").splitlines())
+    assert [status["input"] for status in stream.statuses] == [expected]

@@ -23,6 +23,7 @@ from typing import Any
 
 from flask import Response, current_app, request, stream_with_context
 
+from backend.api.responses import json_text
 from backend.jobs import extensions, service
 from backend.jobs.callers import Caller
 from backend.jobs.errors import REDIS_UNAVAILABLE, ServiceError
@@ -85,7 +86,7 @@ def format_event(status: JobStatus) -> str:
     """One `status` event. Only a final state's has an `id:` (END_EVENT_ID): every stream
     starts with the full current status, so there is nothing else to resume from."""
     end = f"id: {END_EVENT_ID}\n" if status.state in FINAL_STATES else ""
-    return f"event: {EVENT_NAME}\n{end}data: {status.model_dump_json()}\n\n"
+    return f"event: {EVENT_NAME}\n{end}data: {json_text(status)}\n\n"
 
 
 def _events(

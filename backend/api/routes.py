@@ -21,6 +21,7 @@ from spectree import SpecTree
 from backend.api import events
 from backend.api.auth import authenticate, current_caller, may_see_details
 from backend.api.requests import json_body
+from backend.api.responses import model_response
 from backend.api.schemas import (
     ErrorBody,
     Health,
@@ -141,12 +142,12 @@ def job_status(task_id: str) -> Response:
     """The job's status: the same object in every state; 404 for an unknown or expired id.
     With `?wait=<seconds>`, answers when the state or progress changes (long-poll)."""
     query = validate_input(StatusQuery, request.args.to_dict(), from_query=True)
-    return jsonify(service.wait_for_change(task_id, query.wait, caller=current_caller()).model_dump(mode="json"))
+    return model_response(service.wait_for_change(task_id, query.wait, caller=current_caller()))
 
 
-def cancel_job(task_id: str) -> tuple[Response, int]:
+def cancel_job(task_id: str) -> Response:
     """Cancel: a queued job never runs; a running long task stops at its next step (REVOKED); 409 once ended."""
-    return jsonify(service.cancel(task_id, caller=current_caller()).model_dump(mode="json")), 202
+    return model_response(service.cancel(task_id, caller=current_caller()), 202)
 
 
 def retry_job(task_id: str) -> tuple[Response, int]:
@@ -172,20 +173,20 @@ def list_jobs() -> Response:
     celery call or by beat. Another client sees its own. Follow `next_cursor` for the next
     page: no job appears twice or is skipped."""
     query = validate_input(JobListQuery, _filter_arguments(), from_query=True)
-    return jsonify(history.list_jobs(query, caller=current_caller()).model_dump(mode="json"))
+    return model_response(history.list_jobs(query, caller=current_caller()))
 
 
 def job_stats() -> Response:
     """Jobs per state for the filters (the same as GET /jobs takes, without paging)."""
     filters = validate_input(JobFilters, _filter_arguments(), from_query=True)
-    return jsonify(history.count_jobs(filters, caller=current_caller()).model_dump(mode="json"))
+    return model_response(history.count_jobs(filters, caller=current_caller()))
 
 
 def list_queues() -> Response:
     """Each queue: jobs ready, scheduled and running, and how long the oldest ready one has
     waited (what to scale workers on: docs/autoscaling.md)."""
     queues = [dataclasses.asdict(queue) for queue in extensions.queue_stats().figures()]
-    return jsonify(QueueList.model_validate({"queues": queues}).model_dump(mode="json"))
+    return model_response(QueueList.model_validate({"queues": queues}))
 
 
 def retry_jobs() -> Response:
@@ -194,14 +195,14 @@ def retry_jobs() -> Response:
     outcome = history.retry_matching(validate_input(RetryFilters, json_body()), caller=current_caller())
     for job in outcome.jobs:
         metrics.count_submit(job["name"])
-    return jsonify(outcome.model_dump(mode="json"))
+    return model_response(outcome)
 
 
 def cancel_jobs() -> Response:
     """Cancel the jobs matching the filters in the JSON body (none: every job not ended),
     newest first: at most BULK_ACTION_MAX_JOBS (1,000) per call."""
     filters = validate_input(CancelFilters, json_body())
-    return jsonify(history.cancel_matching(filters, caller=current_caller()).model_dump(mode="json"))
+    return model_response(history.cancel_matching(filters, caller=current_caller()))
 
 
 def _filter_arguments() -> dict[str, Any]:
