@@ -1,6 +1,7 @@
 """Tasks run by a real Celery worker, observed through the API."""
 
 import json
+import time
 import uuid
 
 import redis
@@ -8,7 +9,7 @@ import redis
 from backend.jobs import extensions
 from backend.jobs.states import FINAL_STATES
 from backend.tasks import long_task
-from tests.helpers import wait_for_state, wait_until
+from tests.helpers import QUEUE, wait_for_state, wait_until
 from tests.support_tasks import fail, retry_once
 
 
@@ -144,3 +145,28 @@ def test_a_later_attempt_stores_started_over_the_earlier_attempts_state(app, wor
     assert json.loads(subscriber.get_message(timeout=2)["data"])["status"] == "STARTED"
     assert app.test_client().get(f"/status/{task_id}").get_json()["state"] == "STARTED"
     subscriber.close()
+
+
+def test_a_copy_of_an_ended_jobs_message_is_dropped_not_run_again(
+    client, worker, worker_redis_url, idle_app, idle_redis_url
+):
+    # A copy arrives when an ack reached Redis but its answer did not (the worker hands the
+    # message back), or when a failover lost the ack: the job has ended, so it is not run.
+    task_id = idle_app.test_client().post("/add", json={"x": 2, "y": 3}).get_json()["task_id"]
+    message = redis.Redis.from_url(idle_redis_url, socket_timeout=2).lindex(QUEUE, 0)
+    worker_redis = redis.Redis.from_url(worker_redis_url, socket_timeout=2)
+    worker_redis.lpush(QUEUE, message)  # sent by other code, as it were: the worker makes its record
+
+    def ended_status():
+        body = client.get(f"/status/{task_id}").get_json()
+        return body if body.get("state") == "SUCCESS" else None
+
+    ended = wait_until(ended_status, 20, what="the job to end")
+    assert worker_redis.hget(f"job:{task_id}", "deliveries") == b"1"
+
+    worker_redis.lpush(QUEUE, message)
+    wait_until(lambda: worker_redis.llen(QUEUE) == 0 and not worker_redis.hexists("unacked", json.loads(message)[
+        "properties"]["delivery_tag"]), 10, what="the worker to take the copy and settle it")
+    time.sleep(0.5)  # the copy's start (it would store STARTED) is done or never happens
+    assert client.get(f"/status/{task_id}").get_json() == ended
+    assert worker_redis.hget(f"job:{task_id}", "deliveries") == b"1"

@@ -29,6 +29,9 @@ from backend.jobs.timestamps import epoch_iso, now_iso
 KEY_PREFIX = RECORD_PREFIX
 # What the start script answers for a job whose deadline passed before it started.
 NOT_STARTED_BY_DEADLINE = -1
+# ... and for a job that has ended already: a copy of its message, from a hand-back whose
+# ack had reached Redis, or a failover that lost that ack, is not run again.
+ALREADY_ENDED = -2
 # The owner of a job sent by code outside the API: .delay(), apply_async, celery call, beat.
 CODE_OWNER = "code"
 
@@ -101,9 +104,14 @@ _DELETE = LUA_FUNCTIONS + """
 delete_record(ARGV[1])
 """
 
+# The states a job ends in, as a Lua set.
+_FINAL_STATE_ENTRIES = ", ".join(f"{state} = true" for state in sorted(states.FINAL_STATES))
+_LUA_FINAL_STATES = f"local FINAL_STATES = {{{_FINAL_STATE_ENTRIES}}}\n"
+
 # Atomic with the API's cancel: a job either starts or is cancelled first,
 # never both. A job whose record has a `deadline_ms` that passed before it first started
-# never starts either: -1 (the worker ends it REVOKED, DeadlineExceeded). A record
+# never starts either: -1 (the worker ends it REVOKED, DeadlineExceeded). Nor does a job
+# that has ended (-2: the worker drops that copy of its message). A record
 # missing (a job sent by other code, its record not written when received) is created
 # so its status can be looked up while it runs. With a
 # result key (KEYS[2]), Celery's STARTED state (ARGV[5]) is stored there and
@@ -112,7 +120,7 @@ delete_record(ARGV[1])
 # runs. Returns 0 if cancelled, else how many times this attempt (ARGV[4], Celery's
 # retry count) has been delivered: above 1, earlier deliveries died with their
 # worker before they could finish.
-_START_UNLESS_CANCELLED = LUA_FUNCTIONS + """
+_START_UNLESS_CANCELLED = LUA_FUNCTIONS + _LUA_FINAL_STATES + """
 local job_id = ARGV[6]
 if redis.call('HEXISTS', KEYS[1], 'cancel_requested_at') == 1 then
   return 0
@@ -123,6 +131,9 @@ if deadline and redis.call('HEXISTS', KEYS[1], 'started_at') == 0 then
   if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(deadline) then
     return -1
   end
+end
+if FINAL_STATES[redis.call('HGET', KEYS[1], 'state')] then
+  return -2
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   create_record(job_id, ARGV[2], ARGV[7], {unpack(ARGV, 8)})
@@ -370,7 +381,8 @@ class JobRecords:
     ) -> int:
         """Mark the job started and store `started` (result key, STARTED meta as JSON):
         0 if it was cancelled before it started, NOT_STARTED_BY_DEADLINE if its deadline passed
-        first, else the number of times this attempt has now been delivered (1 normally)."""
+        first, ALREADY_ENDED if it has ended, else the number of times this attempt has now
+        been delivered (1 normally)."""
         keys: list[bytes | str] = [self.key(job_id)]
         meta = ""
         if started is not None:

@@ -29,7 +29,7 @@ from celery.result import AsyncResult
 from celery.utils import uuid
 
 from backend.jobs import states
-from backend.jobs.records import CODE_OWNER, NOT_STARTED_BY_DEADLINE, JobRecords
+from backend.jobs.records import ALREADY_ENDED, CODE_OWNER, NOT_STARTED_BY_DEADLINE, JobRecords
 from backend.jobs.schedule import Schedule
 from backend.taskqueue.recorded_publish import PendingRecord, publishing
 from backend.taskqueue.results import wait_while_full
@@ -219,8 +219,8 @@ class RecordedTask(Task):
             return {"args": list(args), "kwargs": named}  # does not fit: kept as sent, for the record
 
     def begin(self) -> None:
-        """Called by the worker before run(): stop here if cancelled while queued,
-        or if every earlier delivery died with its worker (a task that kills it)."""
+        """Called by the worker before run(): stop here if cancelled while queued, if the job
+        has ended already, or if every earlier delivery died with its worker (a task that kills it)."""
         request = self.request
         start = partial(
             self.records.start_unless_cancelled,
@@ -231,6 +231,9 @@ class RecordedTask(Task):
             job_input=self.input_of(request.args, request.kwargs),
         )
         deliveries = wait_while_full(start, f"the start of job {request.id}")
+        if deliveries == ALREADY_ENDED:
+            # Ignore, not end_revoked: the state stored is final and stays as it is.
+            raise Ignore("ended already: this copy of its message is not run")
         if deliveries == NOT_STARTED_BY_DEADLINE:
             self.end_revoked(DeadlineExceeded("not started by its deadline; it never ran"))
         if not deliveries:
