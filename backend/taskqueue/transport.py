@@ -15,10 +15,12 @@ replica. docs/operations.md says what it costs.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from time import time
 from typing import Any
 
@@ -51,13 +53,21 @@ redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
 """
 
 
-# Messages a channel still held when its connection died (a Redis restart, a failover):
-# delivery tag -> when. kombu hands a closing channel's messages back to their queues, but
-# not through a dead connection; they wait in Redis' unacked hash, and would come back only
+@dataclass(frozen=True)
+class HeldAtLoss:
+    """A message this process held when its connection to Redis died."""
+
+    lost_at: float  # time()
+    hold: str  # what the unacked hash keeps: JSON of [message, exchange, routing key]
+
+
+# Messages a channel still held when its connection died (a Redis restart, a failover), by
+# delivery tag. kombu hands a closing channel's messages back to their queues, but not
+# through a dead connection; they wait in Redis' unacked hash, and would come back only
 # when their lease lapses, one visibility timeout later. Instead, the next sweep of this
 # process hands them back as soon as Redis answers (QoS.hand_back_held). Process-wide: a
 # reconnect makes a new connection, transport and channel.
-_HELD_AT_LOSS: dict[str, float] = {}
+_HELD_AT_LOSS: dict[str, HeldAtLoss] = {}
 
 
 class QoS(kombu_redis.QoS):
@@ -93,8 +103,8 @@ class QoS(kombu_redis.QoS):
             super().restore_unacked(client)  # type: ignore[no-untyped-call]  # kombu is untyped
         except self.channel.connection_errors:
             lost_at = time()
-            for tag in self._delivered:
-                _HELD_AT_LOSS[tag] = lost_at
+            for tag, message in self._delivered.items():
+                _HELD_AT_LOSS[tag] = HeldAtLoss(lost_at, hold_of(message))
             raise
         finally:
             for tag in tags:
@@ -102,51 +112,75 @@ class QoS(kombu_redis.QoS):
 
     def hand_back_held(self) -> int:
         """Put the messages this process held when a connection died back on their queues
-        (at the front: they were running or next); how many went back. A message is left
-        where it is if another worker has taken it since: its lease renewed after the loss
-        (the visibility sweep gave it out, Redis having been away longer than the timeout)."""
+        (at the front: they were running or next); how many went back."""
         handed_back = 0
         with self.channel.conn_or_acquire() as client:
-            for tag, lost_at in list(_HELD_AT_LOSS.items()):
-                handed_back += self._hand_back(tag, lost_at, client)
+            for tag, held in list(_HELD_AT_LOSS.items()):
+                handed_back += self._hand_back(tag, held, client)
                 del _HELD_AT_LOSS[tag]
         if handed_back:
             logger.info("handed back %d messages held when the connection to Redis was lost", handed_back)
         return handed_back
 
-    def _hand_back(self, tag: str, lost_at: float, client: redis.Redis) -> int:
-        """kombu's restore_by_tag (a WATCH transaction), unless the lease was renewed after `lost_at`."""
+    def _hand_back(self, tag: str, held: HeldAtLoss, client: redis.Redis) -> int:
+        """kombu's restore_by_tag (a WATCH transaction), with two cases of its own:
+
+        - the lease was renewed after the loss: another worker has the message (the visibility
+          sweep gave it out, Redis having been away longer than the timeout). It stays there.
+        - Redis has no hold at all: through Sentinel, the master died after its replica saw the
+          worker take the message off its queue but before it saw the hold. The message is
+          then only in this process: it goes back from memory, unless it is on its queue (the
+          replica never saw it taken) or the loss is older than half a visibility timeout (by
+          then another worker may have had it from a sweep, and finished it).
+        """
+        message, exchange, routing_key = json.loads(held.hold)
+        queue_keys = self._queue_keys_of(message, exchange, routing_key)
         restored = False
 
         def transaction(pipe: Any) -> None:
             nonlocal restored
-            score, payload = pipe.zscore(self.unacked_index_key, tag), pipe.hget(self.unacked_key, tag)
+            score, hold = pipe.zscore(self.unacked_index_key, tag), pipe.hget(self.unacked_key, tag)
+            if hold is None and score is None:
+                restored = time() - held.lost_at < self.channel.visibility_timeout / 2 and not any(
+                    pipe.lpos(key, form) is not None for key in queue_keys for form in _queued_forms(message)
+                )
+                hold = held.hold
+            else:
+                restored = score is not None and hold is not None and score <= held.lost_at
             pipe.multi()
-            restored = score is not None and payload is not None and score <= lost_at
             if restored:
-                message, exchange, routing_key = json.loads(payload)
                 pipe.zrem(self.unacked_index_key, tag)
                 pipe.hdel(self.unacked_key, tag)
                 for queue in self.channel._lookup(exchange, routing_key):
                     pipe.zrem(UNACKED_PREFIX + queue, tag)
-                self.channel._do_restore_message(message, exchange, routing_key, pipe, leftmost=False)
+                self.channel._do_restore_message(json.loads(hold)[0], exchange, routing_key, pipe, leftmost=False)
 
-        client.transaction(transaction, self.unacked_key, self.unacked_index_key)
+        client.transaction(transaction, self.unacked_key, self.unacked_index_key, *queue_keys)
         return int(restored)
+
+    def _queue_keys_of(self, message: dict[str, Any], exchange: str, routing_key: str) -> list[str]:
+        """The lists the message would be restored to: its queues' at its priority."""
+        priority = self.channel._get_message_priority(message, reverse=False)
+        queues = self.channel._lookup(exchange, routing_key)
+        return [self.channel._q_for_pri(queue, priority) for queue in queues]
 
     def append(self, message: Any, delivery_tag: str) -> None:
         """kombu's append, as one script a full Redis runs. kombu's own MULTI is refused
         then, after BRPOP took the message off its queue: the message lived only in the
         worker's memory, and the error stopped the worker ("Unrecoverable error:
         OutOfMemoryError"). This moves a message Redis held; it adds none."""
-        delivery = message.delivery_info
-        payload = json.dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        with self.channel.conn_or_acquire() as client:
-            self.channel.hold_script(
-                keys=[self.unacked_index_key, self.unacked_key, self.channel.unacked_key_of(message)],
-                args=[time(), delivery_tag, payload],
-                client=client,
-            )
+        hold = hold_of(message)
+        try:
+            with self.channel.conn_or_acquire() as client:
+                self.channel.hold_script(
+                    keys=[self.unacked_index_key, self.unacked_key, self.channel.unacked_key_of(message)],
+                    args=[time(), delivery_tag, hold],
+                    client=client,
+                )
+        except self.channel.connection_errors:
+            # BRPOP took it off its queue: if the hold never reached Redis, only this process has it.
+            _HELD_AT_LOSS[delivery_tag] = HeldAtLoss(time(), hold)
+            raise
         # Skips kombu_redis.QoS.append (the MULTI) for the base class's bookkeeping.
         virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]  # kombu is untyped
 
@@ -177,6 +211,24 @@ class QoS(kombu_redis.QoS):
             if not is_redis_full(exc):
                 raise
             logger.debug("visibility sweep skipped: Redis is full")
+
+
+def hold_of(message: Any) -> str:
+    """What the unacked hash keeps of a message it holds, as kombu writes it."""
+    delivery = message.delivery_info
+    return json.dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+
+
+def _queued_forms(message: dict[str, Any]) -> tuple[str, str]:
+    """The message as it sits on a queue: as it was sent, and as a hand-back leaves it
+    (marked redelivered, as kombu's _do_restore_message marks it)."""
+    redelivered = copy.deepcopy(message)
+    try:
+        redelivered["headers"]["redelivered"] = True
+        redelivered["properties"]["delivery_info"]["redelivered"] = True
+    except KeyError:
+        pass
+    return dumps(message), dumps(redelivered)  # type: ignore[no-untyped-call]  # kombu is untyped
 
 
 class Channel(kombu_redis.Channel):

@@ -3,13 +3,19 @@ afterwards, and QUEUED records and finished results are still there."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 
 import pytest
+import redis
+from kombu.utils.json import dumps
 
+from backend.jobs.queues import UNACKED_PREFIX
 from backend.jobs.states import FINAL_STATES
+from devtools.redis_server import RedisServer, free_port
+from tests.helpers import QUEUE
 from tests.reliability import figures
 
 
@@ -71,3 +77,38 @@ def test_a_job_running_when_redis_restarts_runs_again_once_redis_is_back_not_a_v
     assert final["state"] == "SUCCESS"
     assert rerun_s <= 15
     assert jobs.executions(task_id) == 2
+
+
+@pytest.mark.parametrize("taken_off_its_queue", [True, False], ids=["message-nowhere", "message-still-queued"])
+def test_a_job_whose_hold_redis_lost_runs_again_once(jobs, start_workers, private_redis, taken_off_its_queue):
+    # Through Sentinel, a master can die after its replica saw the worker take a message off
+    # its queue but before it saw the hold: the new master has the message nowhere, and the
+    # worker hands it back from memory. If the replica did not see it taken either, the
+    # message is still on its queue, and the worker adds no second copy.
+    # Here the data is edited while the worker cannot reach it, as the replica would have it.
+    worker = start_workers("hold-lost", BROKER_VISIBILITY_TIMEOUT="60")
+    task_id = jobs.submit("tests.sleep", seconds=3)
+    jobs.running_pid(task_id)
+
+    private_redis.stop()
+    with RedisServer(free_port(), private_redis.data_dir, appendonly=True) as replica:
+        data = redis.Redis(port=replica.port, socket_timeout=5)
+        [tag] = data.hkeys("unacked")
+        message = json.loads(data.hget("unacked", tag))[0]
+        data.hdel("unacked", tag)
+        data.zrem("unacked_index", tag)
+        data.zrem(UNACKED_PREFIX + QUEUE, tag)
+        if not taken_off_its_queue:
+            data.lpush(QUEUE, dumps(message))
+    private_redis.start()
+    back_at = time.monotonic()
+
+    final = jobs.wait_for(task_id, FINAL_STATES, timeout=30)
+    rerun_s = time.monotonic() - back_at
+    if taken_off_its_queue:
+        figures.record("redis restart", "job whose hold a failover lost: done after it", rerun_s, "s",
+                       "≤ 15 s", rerun_s <= 15)
+    assert final["state"] == "SUCCESS"
+    assert jobs.executions(task_id) == 2
+    handed_back = "handed back 1 messages held when the connection to Redis was lost" in worker.log_tail(500)
+    assert handed_back == taken_off_its_queue
