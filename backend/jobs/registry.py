@@ -69,6 +69,11 @@ class ExecutionPolicy:
     retry: RetryPolicy | None
 
 
+def attempts_allowed(max_retries: int | None) -> int | None:
+    """Attempts a job may make, the first included, under Celery's `max_retries` (None: no limit)."""
+    return None if max_retries is None else max_retries + 1
+
+
 def policy_of(task: Task) -> ExecutionPolicy:
     """The policy `task` declared, Celery's settings (task_soft_time_limit, task_time_limit)
     where it declared none. Read from the task as Celery will apply it, so what GET /tasks
@@ -83,7 +88,7 @@ def policy_of(task: Task) -> ExecutionPolicy:
         backoff = int(max(1.0, float(backoff_option))) if backoff_option else None
         retry = RetryPolicy(
             on=tuple(kind.__name__ for kind in autoretry_for),
-            max_attempts=None if task.max_retries is None else task.max_retries + 1,
+            max_attempts=attempts_allowed(task.max_retries),
             backoff_seconds=backoff,
             backoff_max_seconds=int(getattr(task, "retry_backoff_max", 600)),
             jitter=bool(getattr(task, "retry_jitter", True)) and backoff is not None,

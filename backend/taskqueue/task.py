@@ -30,6 +30,7 @@ from celery.utils import uuid
 
 from backend.jobs import states
 from backend.jobs.records import ALREADY_ENDED, CODE_OWNER, NOT_STARTED_BY_DEADLINE, JobRecords
+from backend.jobs.registry import attempts_allowed
 from backend.jobs.schedule import Schedule
 from backend.taskqueue.recorded_publish import PendingRecord, publishing
 from backend.taskqueue.results import wait_while_full
@@ -191,17 +192,17 @@ class RecordedTask(Task):
     ) -> Any:
         """Celery's retry (a policy's autoretry calls it too), telling the next attempt's
         publish how many attempts this job may make: `max_retries` can differ per call."""
-        limit = self.max_retries if max_retries is None else max_retries
+        limit = attempts_allowed(self.max_retries if max_retries is None else max_retries)
         return super().retry(
             args=args, kwargs=kwargs, exc=exc, throw=throw, eta=eta, countdown=countdown,
-            max_retries=max_retries, max_attempts=0 if limit is None else limit + 1, **options,
+            max_retries=max_retries, max_attempts=limit or 0, **options,
         )
 
     def _note_next_attempt(self, job_id: str, due_ms: int | None, max_attempts: int | None) -> None:
         """Before a retry's next attempt is published: its record says when it is due and
         how many attempts the job may make, for its RETRY status."""
         if max_attempts is None:  # a resend not made by retry(): the task's own limit
-            max_attempts = 0 if self.max_retries is None else self.max_retries + 1
+            max_attempts = attempts_allowed(self.max_retries) or 0
         next_ms = due_ms if due_ms is not None else int(time.time() * 1000)
         note = partial(self.records.note_retry, job_id, next_ms, max_attempts or None)
         wait_while_full(note, f"the next attempt of job {job_id}")
