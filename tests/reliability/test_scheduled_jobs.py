@@ -18,6 +18,7 @@ AREA = "scheduled jobs"
 SPREAD_S = 20
 JOBS = 10_000
 LATENESS_P99_TARGET_S = 1.0
+SEND_LEAD_S = 10
 
 
 def _schedule_adds(jobs, count: int, first_due: float, spread_s: float) -> tuple[dict[str, float], int]:
@@ -44,12 +45,15 @@ def test_10000_jobs_due_over_20_s_run_once_each_and_reach_their_queue_on_time(jo
     for name in ("scheduled-1", "scheduled-2"):
         start_workers(name, concurrency=2, CELERY_PREFETCH_MULTIPLIER="4")
     # Jobs are sent in the order they fall due, one every 2 ms of due time: sending need only
-    # keep ahead of that, which a margin of a few seconds allows even on a slow, shared machine.
-    first_due = time.time() + 5
+    # keep ahead of that. On a slow, shared machine sending took 2.5 ms a job once the first
+    # were due (the workers running them take the same 2 cores), so 5 s of lead fell behind
+    # near the end; SEND_LEAD_S lets the first two thirds go out before anything runs.
+    first_due = time.time() + SEND_LEAD_S
     due, sent_late = _schedule_adds(jobs, JOBS, first_due, SPREAD_S)
     assert sent_late == 0, f"{sent_late} jobs were sent only after they were due"
 
-    wait_until(lambda: _succeeded(jobs) == JOBS, 5 + SPREAD_S + 60, interval=0.5, what="every scheduled job to run")
+    wait_until(lambda: _succeeded(jobs) == JOBS, SEND_LEAD_S + SPREAD_S + 60, interval=0.5,
+               what="every scheduled job to run")
     pipe = jobs.redis.pipeline(transaction=False)
     for job_id in due:
         pipe.hget(f"job:{job_id}", "queued_ms")
