@@ -19,6 +19,7 @@ over one socket while a thread counts the replies: a million jobs in well under 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -283,7 +284,12 @@ class JobSeeder:
             sock.sendall(b"".join(batch))
             replies.wait_for(expected, timeout=120 + count / 5000)
         finally:
+            # close() alone would not wake the reader blocked in recv(): it would stay, a
+            # thread per seed, through the timed requests that follow.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+            replies.join(timeout=5)
         if replies.first_error is not None:
             raise RuntimeError(f"Redis refused a seeding command: {replies.first_error.decode(errors='replace')}")
         self.seeded.jobs += count
